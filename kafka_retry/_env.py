@@ -1,0 +1,153 @@
+"""Reading :class:`~kafka_retry.Config` fields from environment variables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kafka_retry.errors import ConfigError
+
+# variable -> (Config field, parser)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(variable: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(variable, f"must be true or false, got {raw!r}")
+
+    return parse
+
+
+def _number(variable: str, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            return kind(raw.strip())
+        except ValueError:
+            raise ConfigError(variable, f"must be a number, got {raw!r}") from None
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("bootstrap_servers", _text),
+    "KAFKA_GROUP": ("group", _text),
+    "KAFKA_TOPICS": ("topics", _text),
+    "KAFKA_RETRY_INTERVALS": ("retry_intervals", _text),
+    "KAFKA_RETRY_BACKEND": ("retry_backend", _text),
+    "KAFKA_MAINTENANCE_INTERVAL": (
+        "maintenance_interval",
+        _number("KAFKA_MAINTENANCE_INTERVAL", float),
+    ),
+    "KAFKA_TLS_ENABLE": ("tls_enabled", _bool("KAFKA_TLS_ENABLE")),
+    "KAFKA_TLS_SKIP_VERIFY_PEER": ("tls_skip_verify_peer", _bool("KAFKA_TLS_SKIP_VERIFY_PEER")),
+    "KAFKA_TLS_CA_FILE": ("tls_ca_file", _text),
+    "KAFKA_TLS_CERT_FILE": ("tls_cert_file", _text),
+    "KAFKA_TLS_KEY_FILE": ("tls_key_file", _text),
+    "KAFKA_SASL_MECHANISM": ("sasl_mechanism", lambda raw: raw.strip().upper()),
+    "KAFKA_SASL_USERNAME": ("sasl_username", _text),
+    "KAFKA_HANDLER_TIMEOUT": ("handler_timeout", _number("KAFKA_HANDLER_TIMEOUT", float)),
+    "KAFKA_DRAIN_TIMEOUT": ("drain_timeout", _number("KAFKA_DRAIN_TIMEOUT", float)),
+    "KAFKA_COMMIT_INTERVAL": ("commit_interval", _number("KAFKA_COMMIT_INTERVAL", float)),
+    "KAFKA_CONNECT_ATTEMPTS": ("connect_attempts", _number("KAFKA_CONNECT_ATTEMPTS", int)),
+    "KAFKA_CREATE_TOPICS": ("create_topics", _bool("KAFKA_CREATE_TOPICS")),
+    "KAFKA_REPLICATION_FACTOR": (
+        "replication_factor",
+        _number("KAFKA_REPLICATION_FACTOR", int),
+    ),
+    "KAFKA_IDEMPOTENCE": ("idempotence", _bool("KAFKA_IDEMPOTENCE")),
+    "KAFKA_MAX_IN_FLIGHT": ("max_in_flight", _number("KAFKA_MAX_IN_FLIGHT", int)),
+    "KAFKA_ORDERING": ("ordering", _text),
+}
+
+#: Secrets: the variable, or ``<variable>_FILE`` naming a file that holds it.
+SECRET_VARIABLES: dict[str, str] = {
+    "KAFKA_SASL_PASSWORD": "sasl_password",
+    "KAFKA_TLS_KEY_PASSWORD": "tls_key_password",
+}
+
+DATABASE_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "DATABASE_HOST": ("host", _text),
+    "DATABASE_PORT": ("port", _number("DATABASE_PORT", int)),
+    "DATABASE_USER": ("user", _text),
+    "DATABASE_NAME": ("database", _text),
+    "DATABASE_SCHEMA": ("schema", _text),
+    "DATABASE_TABLE": ("table", _text),
+    "DATABASE_SSLMODE": ("sslmode", _text),
+    "DATABASE_SSLROOTCERT": ("sslrootcert", _text),
+    "DATABASE_SSLCERT": ("sslcert", _text),
+    "DATABASE_SSLKEY": ("sslkey", _text),
+}
+
+
+def read_secret(env: Mapping[str, str], variable: str) -> str | None:
+    """The value of ``variable``, or the contents of the file ``<variable>_FILE`` names.
+
+    Raises:
+        ConfigError: The file cannot be read (names the variable, not the secret).
+    """
+    if variable in env:
+        return env[variable]
+    path = env.get(f"{variable}_FILE")
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{variable}_FILE", f"cannot read {path}: {exc.strerror}") from None
+
+
+def config_fields_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """Translate the environment into keyword arguments for ``Config``.
+
+    Raises:
+        ConfigError: A required variable is missing or a value is malformed.
+    """
+    fields: dict[str, Any] = {}
+    for variable, (field, parse) in KAFKA_VARIABLES.items():
+        if variable in env:
+            fields[field] = parse(env[variable])
+    for variable, field in SECRET_VARIABLES.items():
+        secret = read_secret(env, variable)
+        if secret is not None:
+            fields[field] = secret
+    for variable, field in (
+        ("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
+        ("KAFKA_GROUP", "group"),
+        ("KAFKA_TOPICS", "topics"),
+    ):
+        if field not in fields:
+            raise ConfigError(variable, "is not set")
+    database = database_from_env(env)
+    if database is not None:
+        fields["database"] = database
+    return fields
+
+
+def database_from_env(env: Mapping[str, str]) -> Any:
+    """A ``DatabaseConfig`` from ``DATABASE_URL`` or ``DATABASE_*``, or None if neither is set."""
+    from kafka_retry.config import DatabaseConfig
+
+    overrides: dict[str, Any] = {}
+    for variable, (field, parse) in DATABASE_VARIABLES.items():
+        if variable in env:
+            overrides[field] = parse(env[variable])
+    password = read_secret(env, "DATABASE_PASSWORD")
+    if password is not None:
+        overrides["password"] = password
+    url = env.get("DATABASE_URL")
+    if url:
+        return DatabaseConfig.from_url(url, **overrides)
+    if overrides:
+        return DatabaseConfig(**overrides)
+    return None

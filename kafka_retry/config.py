@@ -1,0 +1,297 @@
+"""Settings: :class:`Config` for the consumer, :class:`DatabaseConfig` for PostgreSQL.
+
+Both are frozen attrs records, validated at construction: a bad value raises
+:class:`~kafka_retry.ConfigError` naming the field, before any connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+
+from kafka_retry.errors import ConfigError
+from kafka_retry.topology import (
+    TopicChain,
+    TopicNameGenerator,
+    build_chain,
+    default_topic_name,
+    find_collision,
+)
+
+__all__ = ["Config", "DatabaseConfig"]
+
+RetryBackendName = Literal["kafka", "postgres"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+Ordering = Literal["partition", "key", "none"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _fail(field: str, reason: str) -> ConfigError:
+    return ConfigError(field, reason)
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise _fail(attribute.name, f"must be > 0, got {value!r}")
+
+
+def _identifier(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise _fail(
+            attribute.name,
+            f"must be a plain SQL identifier (letters, digits, _; at most 63), got {value!r}",
+        )
+
+
+def _split_list(value: str | Iterable[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _intervals(value: Iterable[float] | str) -> tuple[float, ...]:
+    if isinstance(value, str):
+        items: list[Any] = [item for item in value.split(",") if item.strip()]
+    else:
+        items = list(value)
+    try:
+        return tuple(float(item) for item in items)
+    except (TypeError, ValueError):
+        raise _fail("retry_intervals", f"must be numbers of seconds, got {value!r}") from None
+
+
+@attrs.frozen
+class DatabaseConfig:
+    """How to reach PostgreSQL for the ``postgres`` retry backend.
+
+    ``host`` may be a directory, which means a Unix socket there.
+    ``sslmode`` takes libpq's values (``disable`` … ``verify-full``);
+    ``sslrootcert`` / ``sslcert`` / ``sslkey`` name certificate files.
+    """
+
+    host: str = attrs.field(default="localhost")
+    port: int = attrs.field(default=5432)
+    user: str = attrs.field(default="postgres")
+    password: str | None = attrs.field(default=None, repr=False)
+    database: str = attrs.field(default="postgres")
+    schema: str = attrs.field(default="public", validator=_identifier)
+    table: str = attrs.field(default="kafka_consumer_retries", validator=_identifier)
+    sslmode: str | None = attrs.field(default=None)
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+
+    @port.validator
+    def _check_port(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if not isinstance(value, int) or not 0 < value < 65536:
+            raise _fail("database.port", f"must be a TCP port (1-65535), got {value!r}")
+
+    @sslmode.validator
+    def _check_sslmode(self, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None and value not in _SSL_MODES:
+            raise _fail("database.sslmode", f"must be one of {', '.join(_SSL_MODES)}")
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> DatabaseConfig:
+        """Parse ``postgresql://user:password@host:port/database?sslmode=…``.
+
+        A Unix socket is given as ``?host=/run/postgresql`` (the host part may be empty).
+
+        Raises:
+            ConfigError: The URL is not a PostgreSQL URL or its port is not a number.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise _fail("database_url", "must start with postgresql:// (password not shown)")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        try:
+            port = parts.port or int(query.get("port", 5432))
+        except ValueError:
+            raise _fail("database_url", "port is not a number") from None
+        fields: dict[str, Any] = {
+            "host": query.get("host") or unquote(parts.hostname or "") or "localhost",
+            "port": port,
+            "user": unquote(parts.username or "") or query.get("user") or "postgres",
+            "password": unquote(parts.password) if parts.password else query.get("password"),
+            "database": unquote(parts.path.lstrip("/")) or "postgres",
+        }
+        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+            if key in query:
+                fields[key] = query[key]
+        fields.update(overrides)
+        return cls(**fields)
+
+    @property
+    def qualified_table(self) -> str:
+        """``"schema"."table"``, quoted; safe because both are validated identifiers."""
+        return f'"{self.schema}"."{self.table}"'
+
+
+@attrs.frozen
+class Config:
+    """Everything the consumer needs; see the configuration docs for each field.
+
+    Raises:
+        ConfigError: At construction, naming the first invalid field.
+    """
+
+    bootstrap_servers: tuple[str, ...] = attrs.field(converter=_split_list)
+    group: str = attrs.field()
+    topics: tuple[str, ...] = attrs.field(converter=_split_list)
+    retry_intervals: tuple[float, ...] = attrs.field(default=(), converter=_intervals)
+    retry_backend: RetryBackendName = attrs.field(default="kafka")
+    database: DatabaseConfig | None = None
+    maintenance_interval: float = attrs.field(default=3600.0, validator=_positive)
+    topic_name_generator: TopicNameGenerator = default_topic_name
+    # Security (Kafka)
+    tls_enabled: bool = False
+    tls_skip_verify_peer: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_key_password: str | None = attrs.field(default=None, repr=False)
+    sasl_mechanism: SaslMechanism | None = attrs.field(default=None)
+    sasl_username: str | None = None
+    sasl_password: str | None = attrs.field(default=None, repr=False)
+    # Runtime
+    handler_timeout: float | None = attrs.field(default=None, validator=_positive)
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    commit_interval: float = attrs.field(default=1.0, validator=_positive)
+    connect_attempts: int = attrs.field(default=20)
+    connect_interval: float = attrs.field(default=1.0, validator=_positive)
+    non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
+    create_topics: bool = True
+    replication_factor: int = attrs.field(default=1)
+    idempotence: bool = True
+    auto_offset_reset: Literal["earliest", "latest"] = attrs.field(default="earliest")
+    max_in_flight: int = attrs.field(default=1000)
+    ordering: Ordering = attrs.field(default="partition")
+    max_poll_interval_ms: int = attrs.field(default=300_000)
+    session_timeout_ms: int = attrs.field(default=45_000)
+    client_id: str = "kafka-retry"
+    error_max_length: int = attrs.field(default=4096)
+    retry_batch_size: int = attrs.field(default=250)
+    retry_lease: float = attrs.field(default=600.0, validator=_positive)
+
+    @bootstrap_servers.validator
+    def _check_servers(self, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        if not value:
+            raise _fail("bootstrap_servers", "at least one host:port is required")
+        for server in value:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise _fail("bootstrap_servers", f"{server!r} is not host:port")
+
+    @group.validator
+    def _check_group(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise _fail("group", "must be a non-blank consumer group name")
+
+    @topics.validator
+    def _check_topics(self, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        if not value:
+            raise _fail("topics", "at least one topic is required")
+        duplicates = sorted({t for t in value if value.count(t) > 1})
+        if duplicates:
+            raise _fail("topics", f"listed more than once: {', '.join(duplicates)}")
+
+    @retry_intervals.validator
+    def _check_intervals(self, attribute: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
+        for number, interval in enumerate(value, start=1):
+            if not interval > 0:
+                raise _fail("retry_intervals", f"interval {number} must be > 0, got {interval!r}")
+
+    @retry_backend.validator
+    def _check_backend(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in ("kafka", "postgres"):
+            raise _fail("retry_backend", f"must be 'kafka' or 'postgres', got {value!r}")
+
+    @sasl_mechanism.validator
+    def _check_sasl(self, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value not in (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise _fail("sasl_mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+
+    @ordering.validator
+    def _check_ordering(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in ("partition", "key", "none"):
+            raise _fail("ordering", f"must be 'partition', 'key' or 'none', got {value!r}")
+
+    @auto_offset_reset.validator
+    def _check_reset(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in ("earliest", "latest"):
+            raise _fail("auto_offset_reset", "must be 'earliest' or 'latest'")
+
+    @non_retryable.validator
+    def _check_non_retryable(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+        for item in value:
+            if not (isinstance(item, type) and issubclass(item, BaseException)):
+                raise _fail("non_retryable", f"{item!r} is not an exception class")
+
+    def __attrs_post_init__(self) -> None:
+        self._check_counts()
+        if self.retry_backend == "postgres" and self.database is None:
+            raise _fail("database", "the postgres retry backend needs database settings")
+        if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
+            raise _fail("sasl_username", "SASL needs both a username and a password")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise _fail("tls_cert_file", "a client certificate needs its key, and the other way")
+        if not callable(self.topic_name_generator):
+            raise _fail("topic_name_generator", "must be callable (group, topic, prefix) -> str")
+        collision = find_collision([self.chain(t) for t in self.topics], self.topics)
+        if collision:
+            raise _fail("topic_name_generator", collision)
+
+    def _check_counts(self) -> None:
+        bounds = {
+            "connect_attempts": self.connect_attempts,
+            "max_in_flight": self.max_in_flight,
+            "max_poll_interval_ms": self.max_poll_interval_ms,
+            "session_timeout_ms": self.session_timeout_ms,
+            "error_max_length": self.error_max_length,
+            "retry_batch_size": self.retry_batch_size,
+        }
+        for name, number in bounds.items():
+            if not isinstance(number, int) or number < 1:
+                raise _fail(name, f"must be a whole number >= 1, got {number!r}")
+        if not isinstance(self.replication_factor, int) or self.replication_factor == 0:
+            raise _fail("replication_factor", "must be >= 1, or -1 for the broker's default")
+
+    def topic_chain(self, topic: str) -> list[str]:
+        """The chain of ``topic``: main, retry topics, dead letter.
+
+        >>> config = Config(bootstrap_servers="k:9092", group="algolia",
+        ...                 topics=["product"], retry_intervals=[60])
+        >>> config.topic_chain("product")
+        ['product', 'retry1.algolia.product', 'deadLetter.algolia.product']
+        """
+        return self.chain(topic).topics
+
+    def chain(self, topic: str) -> TopicChain:
+        """The :class:`TopicChain` of ``topic``."""
+        return build_chain(self.group, topic, len(self.retry_intervals), self.topic_name_generator)
+
+    @property
+    def bootstrap(self) -> str:
+        """The servers as one comma-separated string."""
+        return ",".join(self.bootstrap_servers)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read the settings from ``KAFKA_*`` and ``DATABASE_*`` environment variables.
+
+        Keyword arguments override what the environment says. Every variable is
+        listed in ``docs/configuration.md``.
+
+        Raises:
+            ConfigError: A variable is missing or invalid; names the variable.
+        """
+        from kafka_retry._env import config_fields_from_env
+
+        env = os.environ if environ is None else environ
+        return cls(**{**config_fields_from_env(env), **overrides})

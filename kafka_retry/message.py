@@ -1,0 +1,182 @@
+"""The :class:`Message` a handler receives, and the provenance header codec.
+
+Records written to a retry or dead-letter topic carry the original headers
+followed by provenance headers, all named ``kafka-retry-*``. Each tier replaces
+the previous tier's provenance headers, so a record does not grow per attempt.
+Provenance read from a record is untrusted input: malformed fields are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+__all__ = ["HEADER_PREFIX", "Header", "Message", "Provenance"]
+
+#: A Kafka record header: name, value (``None`` is a null value).
+Header = tuple[str, bytes | None]
+
+HEADER_PREFIX = "kafka-retry-"
+H_ATTEMPTS = HEADER_PREFIX + "attempts"
+H_TOPIC = HEADER_PREFIX + "original-topic"
+H_PARTITION = HEADER_PREFIX + "original-partition"
+H_OFFSET = HEADER_PREFIX + "original-offset"
+H_TIMESTAMP = HEADER_PREFIX + "original-timestamp"
+H_GROUP = HEADER_PREFIX + "group"
+H_FAILED_AT = HEADER_PREFIX + "failed-at"
+H_DUE_AT = HEADER_PREFIX + "due-at"
+H_ERROR_TYPE = HEADER_PREFIX + "error-type"
+H_ERROR_MESSAGE = HEADER_PREFIX + "error-message"
+
+# Bounds that a forged header cannot get past.
+_MAX_ATTEMPTS = 1_000_000
+_MAX_TIME_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
+_MAX_TEXT = 65_536
+
+
+@attrs.frozen
+class Provenance:
+    """Where a retried message came from and why its last attempt failed.
+
+    Times are milliseconds since the Unix epoch.
+
+    Attributes:
+        attempts: Attempts that had failed when the record was written.
+        original_topic: The main topic the message was first consumed from.
+        original_partition: Its partition there.
+        original_offset: Its offset there.
+        original_timestamp: The original record's timestamp.
+        group: The consumer group that handled it.
+        failed_at: When the last attempt failed.
+        due_at: The earliest time the next attempt may run.
+        error_type: The qualified name of the exception of the last attempt.
+        error_message: Its text, truncated.
+    """
+
+    attempts: int
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_timestamp: int
+    group: str
+    failed_at: int
+    due_at: int
+    error_type: str
+    error_message: str
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        """Encode as ``kafka-retry-*`` headers (ASCII decimals and UTF-8 text)."""
+        return [
+            (H_ATTEMPTS, str(self.attempts).encode()),
+            (H_TOPIC, self.original_topic.encode()),
+            (H_PARTITION, str(self.original_partition).encode()),
+            (H_OFFSET, str(self.original_offset).encode()),
+            (H_TIMESTAMP, str(self.original_timestamp).encode()),
+            (H_GROUP, self.group.encode()),
+            (H_FAILED_AT, str(self.failed_at).encode()),
+            (H_DUE_AT, str(self.due_at).encode()),
+            (H_ERROR_TYPE, self.error_type.encode()),
+            (H_ERROR_MESSAGE, self.error_message.encode("utf-8", "replace")),
+        ]
+
+
+@attrs.frozen
+class Message:
+    """One record as a handler sees it.
+
+    Attributes:
+        topic: The topic it was read from (a retry topic for attempt > 1 on Kafka).
+        partition: The partition it was read from.
+        offset: Its offset there.
+        key: The original key, byte-exact (``None`` for a null key).
+        value: The original value, byte-exact (``None`` for a null value).
+        headers: The original headers in order, duplicates kept, without ``kafka-retry-*``.
+        timestamp: The original record timestamp, milliseconds since the epoch.
+        main_topic: The main topic whose handler runs.
+        attempt: 1 for the first try, 2 for the first retry, and so on.
+        provenance: The previous failure, when ``attempt > 1``.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+    timestamp: int
+    main_topic: str
+    attempt: int = 1
+    provenance: Provenance | None = None
+
+    def header(self, name: str) -> bytes | None:
+        """The value of the last header called ``name``, or None."""
+        for header_name, value in reversed(self.headers):
+            if header_name == name:
+                return value
+        return None
+
+
+def split_headers(headers: Iterable[Header]) -> tuple[tuple[Header, ...], dict[str, bytes]]:
+    """Separate original headers from ``kafka-retry-*`` ones (the last of each name wins)."""
+    original: list[Header] = []
+    ours: dict[str, bytes] = {}
+    for name, value in headers:
+        if name.startswith(HEADER_PREFIX):
+            if value is not None:
+                ours[name] = value
+        else:
+            original.append((name, value))
+    return tuple(original), ours
+
+
+def _int(fields: dict[str, bytes], name: str, low: int, high: int) -> int | None:
+    raw = fields.get(name)
+    if raw is None or len(raw) > 20:
+        return None
+    try:
+        number = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return number if low <= number <= high else None
+
+
+def _text(fields: dict[str, bytes], name: str) -> str | None:
+    raw = fields.get(name)
+    if raw is None:
+        return None
+    return raw[:_MAX_TEXT].decode("utf-8", "replace")
+
+
+def decode_provenance(fields: dict[str, bytes]) -> Provenance | None:
+    """Parse provenance headers; None when any field is missing or out of bounds."""
+    attempts = _int(fields, H_ATTEMPTS, 1, _MAX_ATTEMPTS)
+    partition = _int(fields, H_PARTITION, 0, 2**31 - 1)
+    offset = _int(fields, H_OFFSET, 0, 2**63 - 1)
+    timestamp = _int(fields, H_TIMESTAMP, -1, _MAX_TIME_MS)
+    failed_at = _int(fields, H_FAILED_AT, 0, _MAX_TIME_MS)
+    due_at = _int(fields, H_DUE_AT, 0, _MAX_TIME_MS)
+    topic = _text(fields, H_TOPIC)
+    group = _text(fields, H_GROUP)
+    numbers = (attempts, partition, offset, timestamp, failed_at, due_at)
+    if topic is None or group is None or any(n is None for n in numbers):
+        return None
+    assert attempts is not None and partition is not None and offset is not None  # for mypy
+    assert timestamp is not None and failed_at is not None and due_at is not None
+    return Provenance(
+        attempts=attempts,
+        original_topic=topic,
+        original_partition=partition,
+        original_offset=offset,
+        original_timestamp=timestamp,
+        group=group,
+        failed_at=failed_at,
+        due_at=due_at,
+        error_type=_text(fields, H_ERROR_TYPE) or "",
+        error_message=_text(fields, H_ERROR_MESSAGE) or "",
+    )
+
+
+def with_provenance(original: Sequence[Header], provenance: Provenance) -> list[Header]:
+    """Original headers followed by fresh provenance headers."""
+    return [*original, *provenance.to_headers()]

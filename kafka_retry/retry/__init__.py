@@ -1,0 +1,1 @@
+"""Retry backends: where failed messages wait for their next attempt."""

@@ -1,0 +1,88 @@
+"""What a failure is, and the two small interfaces that take failures on."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from kafka_retry.message import Message, Provenance
+
+__all__ = ["DeadLetterSink", "Failure", "RetryBackend"]
+
+
+def describe_error(error: BaseException, max_length: int) -> tuple[str, str]:
+    """``(qualified type name, message truncated to max_length characters)``."""
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    text = str(error) or name
+    if len(text) > max_length:
+        text = text[: max_length - 1] + "…"
+    return name, text
+
+
+@attrs.frozen
+class Failure:
+    """A failed attempt at one message, to be handed to the next tier or the dead letter.
+
+    Attributes:
+        message: The message as the handler got it.
+        error_type: Qualified name of the exception.
+        error_message: Its text (truncated to ``Config.error_max_length``).
+        failed_at: When it failed, milliseconds since the epoch.
+        group: The consumer group.
+        final: True when it goes to the dead letter (non-retryable or exhausted).
+    """
+
+    message: Message
+    error_type: str
+    error_message: str
+    failed_at: int
+    group: str
+    final: bool
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made so far, this one included."""
+        return self.message.attempt
+
+    def provenance(self, due_at: int) -> Provenance:
+        """Provenance for the record that carries this failure on."""
+        message = self.message
+        previous = message.provenance
+        if previous is not None:
+            topic, partition = previous.original_topic, previous.original_partition
+            offset, timestamp = previous.original_offset, previous.original_timestamp
+        else:
+            topic, partition = message.topic, message.partition
+            offset, timestamp = message.offset, message.timestamp
+        return Provenance(
+            attempts=self.attempts,
+            original_topic=topic,
+            original_partition=partition,
+            original_offset=offset,
+            original_timestamp=timestamp,
+            group=self.group,
+            failed_at=self.failed_at,
+            due_at=due_at,
+            error_type=self.error_type,
+            error_message=self.error_message,
+        )
+
+
+class RetryBackend(Protocol):
+    """Durably hands a failed message to its next retry tier."""
+
+    async def schedule(self, failure: Failure) -> None:
+        """Return only once the next tier has the message for sure (acked or committed)."""
+
+
+class DeadLetterSink(Protocol):
+    """Durably stores a message that will not be retried automatically."""
+
+    async def dead_letter(self, failure: Failure) -> None:
+        """Return only once the dead letter is stored for sure."""

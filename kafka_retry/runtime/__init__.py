@@ -1,0 +1,1 @@
+"""The runtime: the consumer, its tiers, dispatch and offset tracking."""

@@ -1,0 +1,183 @@
+"""Building aiokafka clients from a Config, connecting within a bound, creating topics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from kafka_retry.config import Config
+from kafka_retry.errors import ConfigError, ServiceUnavailableError, SetupError
+
+log = logging.getLogger("kafka_retry")
+
+T = TypeVar("T")
+
+_TOPIC_ALREADY_EXISTS = 36
+_UNKNOWN_TOPIC = 3
+
+
+def security_kwargs(config: Config) -> dict[str, Any]:
+    """aiokafka keyword arguments for TLS and SASL.
+
+    Raises:
+        ConfigError: A certificate file cannot be loaded (names the field).
+    """
+    kwargs: dict[str, Any] = {}
+    tls = config.tls_enabled or bool(config.tls_ca_file or config.tls_cert_file)
+    if tls:
+        kwargs["ssl_context"] = _ssl_context(config)
+    if config.sasl_mechanism:
+        kwargs["sasl_mechanism"] = config.sasl_mechanism
+        kwargs["sasl_plain_username"] = config.sasl_username
+        kwargs["sasl_plain_password"] = config.sasl_password
+        kwargs["security_protocol"] = "SASL_SSL" if tls else "SASL_PLAINTEXT"
+    elif tls:
+        kwargs["security_protocol"] = "SSL"
+    return kwargs
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext:
+    try:
+        context = create_ssl_context(
+            cafile=config.tls_ca_file,
+            certfile=config.tls_cert_file,
+            keyfile=config.tls_key_file,
+            password=config.tls_key_password,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        field = "tls_ca_file" if config.tls_ca_file and "cert" not in str(exc) else "tls_cert_file"
+        raise ConfigError(field, f"cannot load TLS material: {exc}") from None
+    if config.tls_skip_verify_peer:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    assert isinstance(context, ssl.SSLContext)
+    return context
+
+
+def common_kwargs(config: Config) -> dict[str, Any]:
+    """Keyword arguments every aiokafka client of this consumer shares."""
+    return {"bootstrap_servers": config.bootstrap, **security_kwargs(config)}
+
+
+async def start_within_bound(config: Config, what: str, start: Callable[[], Awaitable[T]]) -> T:
+    """Call ``start`` until it succeeds, at most ``config.connect_attempts`` times.
+
+    Raises:
+        ServiceUnavailableError: Every attempt failed; names the address.
+    """
+    last: BaseException | None = None
+    for attempt in range(1, config.connect_attempts + 1):
+        try:
+            return await start()
+        except (KafkaError, OSError) as exc:
+            last = exc
+            log.warning(
+                "%s at %s not reachable (attempt %d of %d): %s",
+                what,
+                config.bootstrap,
+                attempt,
+                config.connect_attempts,
+                exc,
+            )
+            if attempt < config.connect_attempts:
+                await asyncio.sleep(config.connect_interval)
+    attempts = config.connect_attempts
+    raise ServiceUnavailableError(
+        f"{what} at {config.bootstrap} unreachable after {attempts} attempts: {last}",
+        address=config.bootstrap,
+    ) from last
+
+
+async def start_admin(config: Config) -> AIOKafkaAdminClient:
+    """An admin client, connected within the configured bound."""
+
+    async def start() -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(client_id=f"{config.client_id}-admin", **common_kwargs(config))
+        try:
+            await admin.start()
+        except BaseException:
+            await admin.close()
+            raise
+        return admin
+
+    return await start_within_bound(config, "Kafka", start)
+
+
+async def start_producer(config: Config) -> AIOKafkaProducer:
+    """The producer that forwards failures: acks=all, idempotent unless turned off."""
+
+    async def start() -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            client_id=f"{config.client_id}-forwarder",
+            acks="all",
+            enable_idempotence=config.idempotence,
+            linger_ms=2,
+            max_request_size=16 * 1024 * 1024,
+            **common_kwargs(config),
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    return await start_within_bound(config, "Kafka", start)
+
+
+async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """Partitions per existing topic among ``topics`` (missing topics are left out)."""
+    # Describing a missing topic can auto-create it on the broker with default
+    # settings, so only existing topics are described.
+    existing = set(await admin.list_topics())
+    topics = [topic for topic in topics if topic in existing]
+    if not topics:
+        return {}
+    described = await admin.describe_topics(topics)
+    counts: dict[str, int] = {}
+    for topic in described:
+        if topic["error_code"] == 0 and topic["partitions"]:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def ensure_topics(admin: AIOKafkaAdminClient, config: Config) -> dict[str, int]:
+    """Create every missing retry and dead-letter topic like its main topic.
+
+    Returns:
+        Partitions per main topic.
+
+    Raises:
+        SetupError: A main topic does not exist, or the broker refused a creation.
+    """
+    mains = list(config.topics)
+    counts = await partition_counts(admin, mains)
+    missing_mains = [t for t in mains if t not in counts]
+    if missing_mains:
+        raise SetupError(
+            f"main topic(s) {', '.join(missing_mains)} do not exist at {config.bootstrap}; "
+            "create them before starting the consumer"
+        )
+    wanted = {name: counts[main] for main in mains for name in config.topic_chain(main)[1:]}
+    existing = await partition_counts(admin, list(wanted))
+    new = [
+        NewTopic(name, partitions, config.replication_factor)
+        for name, partitions in wanted.items()
+        if name not in existing
+    ]
+    if new:
+        response = await admin.create_topics(new)
+        for name, code, *rest in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                detail = rest[0] if rest else ""
+                raise SetupError(f"could not create topic {name}: error {code} {detail}".strip())
+        log.info("created topics %s", ", ".join(t.name for t in new))
+    return counts

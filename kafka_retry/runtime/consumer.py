@@ -1,0 +1,296 @@
+"""The :class:`Consumer`: lifecycle, handler registry, and the tiers it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from kafka_retry._clock import Clock, SystemClock
+from kafka_retry.config import Config
+from kafka_retry.errors import ConsumerStateError, SetupError
+from kafka_retry.retry.base import DeadLetterSink, RetryBackend
+from kafka_retry.retry.kafka import KafkaForwarder
+from kafka_retry.runtime import _clients
+from kafka_retry.runtime.dispatch import Dispatcher, Handler
+from kafka_retry.runtime.tier import KafkaTier, Tier
+
+__all__ = ["Consumer", "ConsumerState"]
+
+log = logging.getLogger("kafka_retry")
+
+H = TypeVar("H", bound=Handler)
+
+
+class ConsumerState(enum.Enum):
+    """Where a :class:`Consumer` is in its life; it only moves forward."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def retry_group_id(group: str, tier: int) -> str:
+    """The consumer group of retry tier ``tier``: its own, so it never rebalances the main tier."""
+    return f"{group}.retry{tier}"
+
+
+class Consumer:
+    """Consumes the configured topics and moves failures through the retry tiers.
+
+    Args:
+        config: The settings.
+        handlers: Handler per main topic; or register them with :meth:`handler`.
+
+    Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
+    ``async with consumer:`` to run it in the background of a block.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self._handlers: dict[str, Handler] = dict(handlers or {})
+        self._clock: Clock = clock or SystemClock()
+        self._state = ConsumerState.NEW
+        self._stop_requested = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._done = asyncio.Event()
+        self._tiers: list[Tier] = []
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<kafka_retry.Consumer group={self.config.group!r} state={self._state.value}>"
+
+    @property
+    def state(self) -> ConsumerState:
+        """The current :class:`ConsumerState`."""
+        return self._state
+
+    def handler(self, topic: str) -> Callable[[H], H]:
+        """Register the decorated ``async def (message) -> None`` as ``topic``'s handler."""
+
+        def register(function: H) -> H:
+            if self._state is not ConsumerState.NEW:
+                raise ConsumerStateError("handlers can only be added before the consumer starts")
+            self._handlers[topic] = function
+            return function
+
+        return register
+
+    def _check_handlers(self) -> None:
+        topics = set(self.config.topics)
+        unknown = sorted(set(self._handlers) - topics)
+        if unknown:
+            raise SetupError(
+                f"handler for unknown topic(s) {', '.join(unknown)}; "
+                f"configured topics: {', '.join(self.config.topics)}"
+            )
+        missing = [t for t in self.config.topics if t not in self._handlers]
+        if missing:
+            raise SetupError(f"no handler for topic(s) {', '.join(missing)}")
+        for topic, function in self._handlers.items():
+            call = getattr(function, "__call__", None)  # noqa: B004 - async callables count too
+            if not (inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)):
+                raise SetupError(f"handler for {topic!r} must be an async function")
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` or cancellation; then drain, commit and close.
+
+        Raises:
+            ConsumerStateError: The consumer was started before.
+            SetupError: Handlers do not match the topics, or a main topic is missing.
+            ServiceUnavailableError: Kafka stayed unreachable for every startup attempt.
+        """
+        if self._state is not ConsumerState.NEW:
+            raise ConsumerStateError(f"cannot start a {self._state.value} consumer")
+        self._state = ConsumerState.STARTING
+        try:
+            self._check_handlers()
+            await self._run()
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._state = ConsumerState.STOPPED
+            self._done.set()
+
+    async def _run(self) -> None:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            admin = await _clients.start_admin(config)
+            stack.push_async_callback(admin.close)
+            if config.create_topics:
+                await _clients.ensure_topics(admin, config)
+            producer = await _clients.start_producer(config)
+            stack.push_async_callback(producer.stop)
+            self._tiers = await self._start_tiers(producer, stack)
+            if self._stop_requested.is_set():
+                return
+            await self._supervise(self._tiers)
+
+    async def _supervise(self, tiers: list[Tier]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for tier in tiers:
+                    group.create_task(tier.run(), name=f"kafka-retry:{tier.name}")
+                group.create_task(self._watch_ready(tiers))
+                await self._stop_requested.wait()
+                self._state = ConsumerState.STOPPING
+                for tier in tiers:
+                    tier.request_stop()
+        except BaseExceptionGroup as group_error:
+            # One tier crashed (or several); surface the first as itself.
+            raise group_error.exceptions[0] from group_error
+
+    async def _watch_ready(self, tiers: list[Tier]) -> None:
+        await asyncio.gather(*(tier.ready.wait() for tier in tiers))
+        if self._state is ConsumerState.STARTING:
+            self._state = ConsumerState.RUNNING
+        self._ready.set()
+        log.info("consumer %s ready: %d tier(s)", self.config.group, len(tiers))
+
+    async def _start_tiers(
+        self, producer: AIOKafkaProducer, stack: contextlib.AsyncExitStack
+    ) -> list[Tier]:
+        config = self.config
+        chains = {topic: config.chain(topic) for topic in config.topics}
+        retry: RetryBackend
+        dead_letters: DeadLetterSink
+        retry_tiers: list[Tier] = []
+        if config.retry_backend == "postgres":
+            from kafka_retry.retry.postgres import open_postgres_backend
+
+            backend = await open_postgres_backend(config, self._handlers, self._clock, stack)
+            retry, dead_letters, retry_tiers = backend.retry, backend.dead_letters, backend.tiers
+        else:
+            forwarder = KafkaForwarder(producer, chains, config.retry_intervals, self._clock)
+            retry = dead_letters = forwarder
+            for tier, interval in enumerate(config.retry_intervals, start=1):
+                main_of = {chains[t].retries[tier - 1]: t for t in config.topics}
+                group_id = retry_group_id(config.group, tier)
+                dispatcher = Dispatcher(
+                    config, self._handlers, main_of, tier + 1, retry, dead_letters, self._clock
+                )
+                retry_tiers.append(
+                    await self._kafka_tier(f"retry{tier}", group_id, dispatcher, interval, stack)
+                )
+        main_of = {t: t for t in config.topics}
+        dispatcher = Dispatcher(
+            config, self._handlers, main_of, 1, retry, dead_letters, self._clock
+        )
+        main = await self._kafka_tier("main", config.group, dispatcher, None, stack)
+        return [main, *retry_tiers]
+
+    async def _kafka_tier(
+        self,
+        name: str,
+        group_id: str,
+        dispatcher: Dispatcher,
+        delay: float | None,
+        stack: contextlib.AsyncExitStack,
+    ) -> KafkaTier:
+        config = self.config
+        consumer = self._kafka_consumer(group_id, name, reset=delay is None)
+        stack.push_async_callback(consumer.stop)
+        await _clients.start_within_bound(config, "Kafka", consumer.start)
+        topics = list(dispatcher.topics)
+        return KafkaTier(name, config, consumer, topics, dispatcher, delay, self._clock)
+
+    def _kafka_consumer(self, group_id: str, tier: str, *, reset: bool) -> AIOKafkaConsumer:
+        config = self.config
+        return AIOKafkaConsumer(
+            group_id=group_id,
+            client_id=f"{config.client_id}-{tier}",
+            enable_auto_commit=False,
+            auto_offset_reset=config.auto_offset_reset if reset else "earliest",
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, config.session_timeout_ms // 10),
+            **_clients.common_kwargs(config),
+        )
+
+    async def wait_ready(self) -> None:
+        """Return once every tier has joined its group and got its assignment.
+
+        Raises:
+            Exception: The error that ended the consumer before it was ready.
+            ConsumerStateError: It stopped before it was ready.
+        """
+        ready = asyncio.ensure_future(self._ready.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({ready, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            done.cancel()
+        if self._ready.is_set():
+            return
+        if self._error is not None:
+            raise self._error
+        raise ConsumerStateError("the consumer stopped before it was ready")
+
+    def request_stop(self) -> None:
+        """Ask the consumer to stop, without waiting (safe to call from a handler)."""
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Stop fetching, drain in-flight handlers (``drain_timeout``), commit, close.
+
+        Idempotent; a consumer that never started just becomes stopped.
+        """
+        if self._state is ConsumerState.NEW:
+            self._state = ConsumerState.STOPPED
+            self._done.set()
+            return
+        self._stop_requested.set()
+        await self._done.wait()
+
+    async def __aenter__(self) -> Consumer:
+        if self._state is not ConsumerState.NEW:
+            raise ConsumerStateError(f"cannot start a {self._state.value} consumer")
+        self._task = asyncio.create_task(self.run(), name="kafka-retry:consumer")
+        try:
+            await self.wait_ready()
+        except BaseException:
+            await self._finish()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._finish()
+
+    async def _finish(self) -> None:
+        self._stop_requested.set()
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise
+        except Exception:
+            if self._ready.is_set():
+                raise

@@ -1,0 +1,160 @@
+"""Turning a record into a :class:`Message`, running its handler, routing a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+from kafka_retry._clock import Clock
+from kafka_retry.config import Config
+from kafka_retry.errors import NonRetryableError
+from kafka_retry.message import Message, decode_provenance, split_headers
+from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend, describe_error
+
+log = logging.getLogger("kafka_retry")
+
+#: ``async def handler(message: Message) -> None``
+Handler = Callable[[Message], Awaitable[Any]]
+#: The hand-off of a failure to its next tier, not yet started.
+HandOff = Coroutine[Any, Any, None]
+
+
+class Dispatcher:
+    """Runs handlers for one tier and routes their failures.
+
+    Args:
+        config: The consumer's settings.
+        handlers: Handler per main topic.
+        main_of: Main topic per topic this tier reads.
+        attempt: The attempt number of this tier's messages (1 on the main tier).
+        retry: Where retryable failures go.
+        dead_letters: Where final failures go.
+        clock: Time source.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        handlers: Mapping[str, Handler],
+        main_of: Mapping[str, str],
+        attempt: int,
+        retry: RetryBackend,
+        dead_letters: DeadLetterSink,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._handlers = handlers
+        self._main_of = main_of
+        self._attempt = attempt
+        self._retry = retry
+        self._dead_letters = dead_letters
+        self._clock = clock
+        self._timeout = config.handler_timeout
+        self._exhausted = attempt > len(config.retry_intervals)
+        self._non_retryable: tuple[type[BaseException], ...] = (
+            NonRetryableError,
+            *config.non_retryable,
+        )
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this tier reads."""
+        return list(self._main_of)
+
+    def message(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        timestamp: int,
+    ) -> Message:
+        """The Message a handler gets for a record of this tier."""
+        original, ours = split_headers(headers) if headers else ((), {})
+        provenance = decode_provenance(ours) if self._attempt > 1 and ours else None
+        return Message(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=original,
+            timestamp=timestamp,
+            main_topic=self._main_of[topic],
+            attempt=self._attempt,
+            provenance=provenance,
+        )
+
+    async def run(self, message: Message) -> HandOff | None:
+        """Run the handler; on failure return the (unstarted) hand-off, else None."""
+        error = await self.invoke(message)
+        if error is None:
+            return None
+        return self.route(self.failure(message, error))
+
+    async def invoke(self, message: Message) -> BaseException | None:
+        """Await the handler of ``message``; return the error it failed with, or None.
+
+        A handler timeout is a failure. ``BaseException`` subclasses that are not
+        ``Exception`` (KeyboardInterrupt, SystemExit) propagate: they are never
+        swallowed as a retry. Cancellation of the calling task propagates too.
+        """
+        handler = self._handlers[message.main_topic]
+        try:
+            if self._timeout is None:
+                await handler(message)
+            else:
+                async with asyncio.timeout(self._timeout):
+                    await handler(message)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # The handler cancelled itself (say, a cancelled inner task): a failure.
+            return exc
+        except Exception as exc:
+            return exc
+        return None
+
+    def failure(self, message: Message, error: BaseException) -> Failure:
+        """Describe a failed attempt (and log it): final when non-retryable or exhausted."""
+        error_type, error_message = describe_error(error, self._config.error_max_length)
+        if isinstance(error, TimeoutError) and self._timeout is not None:
+            error_message = f"handler timed out after {self._timeout}s"
+        final = self._exhausted or isinstance(error, self._non_retryable)
+        log.warning(
+            "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            message.attempt,
+            error_type,
+            error_message,
+            "dead letter" if final else f"retry {message.attempt}",
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "attempt": message.attempt,
+                "main_topic": message.main_topic,
+                "error_type": error_type,
+            },
+        )
+        return Failure(
+            message=message,
+            error_type=error_type,
+            error_message=error_message,
+            failed_at=int(self._clock.time() * 1000),
+            group=self._config.group,
+            final=final,
+        )
+
+    def route(self, failure: Failure) -> HandOff:
+        """The hand-off of ``failure``: to the dead letter if final, else the next tier."""
+        if failure.final:
+            return self._dead_letters.dead_letter(failure)
+        return self._retry.schedule(failure)

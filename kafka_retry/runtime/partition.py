@@ -1,0 +1,163 @@
+"""One worker per assigned partition: handles its records in order, tracks done offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from kafka_retry.runtime.dispatch import Dispatcher
+
+log = logging.getLogger("kafka_retry")
+
+
+class _Slot:
+    """An offset whose failure hand-off is still in flight."""
+
+    __slots__ = ("done", "offset")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.done = False
+
+
+class PartitionWorker:
+    """Handles one partition's records strictly in order.
+
+    An offset is *done* when its handler succeeded, or when its failure hand-off
+    (retry topic, table or dead letter) was acknowledged. :meth:`position` is the
+    offset to commit: the first offset not yet done.
+
+    Args:
+        tp: The partition.
+        dispatcher: Runs handlers and starts hand-offs.
+        max_pending: Hand-offs in flight before the worker waits for the oldest.
+        on_drained: Called when the buffer falls to its low-water mark.
+    """
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        dispatcher: Dispatcher,
+        max_pending: int,
+        on_drained: Callable[[TopicPartition], None],
+    ) -> None:
+        self.tp = tp
+        self._dispatcher = dispatcher
+        self._max_pending = max_pending
+        self._on_drained = on_drained
+        self._batches: deque[list[ConsumerRecord]] = deque()
+        self.buffered = 0
+        self._wakeup = asyncio.Event()
+        self._upto: int | None = None
+        self._slots: deque[_Slot] = deque()
+        self._handoffs: set[asyncio.Task[None]] = set()
+        self._error: BaseException | None = None
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        """Start the worker task and return it."""
+        self._task = asyncio.create_task(self._run(), name=f"kafka-retry:{self.tp}")
+        return self._task
+
+    def submit(self, records: list[ConsumerRecord]) -> None:
+        """Queue fetched records (in offset order) for handling."""
+        self._batches.append(records)
+        self.buffered += len(records)
+        self._wakeup.set()
+
+    def position(self) -> int | None:
+        """The offset to commit (first offset not done), or None if nothing is done yet."""
+        slots = self._slots
+        while slots and slots[0].done:
+            slots.popleft()
+        if slots:
+            return slots[0].offset
+        return self._upto
+
+    async def _run(self) -> None:
+        dispatcher = self._dispatcher
+        tp = self.tp
+        while not self._closing:
+            if not self._batches:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._batches.popleft()
+            for index, record in enumerate(batch):
+                if self._closing:
+                    self.buffered -= len(batch) - index
+                    break
+                message = dispatcher.message(
+                    record.topic,
+                    tp.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    record.headers,
+                    record.timestamp,
+                )
+                handoff = await dispatcher.run(message)
+                if handoff is not None:
+                    await self._track(record.offset, handoff)
+                self._upto = record.offset + 1
+                self.buffered -= 1
+            self._raise_handoff_error()
+            self._on_drained(tp)
+
+    async def _track(self, offset: int, handoff: Coroutine[Any, Any, None]) -> None:
+        self._raise_handoff_error()
+        while len(self._handoffs) >= self._max_pending:
+            await asyncio.wait(self._handoffs, return_when=asyncio.FIRST_COMPLETED)
+        slot = _Slot(offset)
+        self._slots.append(slot)
+        task = asyncio.create_task(handoff)
+        self._handoffs.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._handoffs.discard(task)
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is None:
+                slot.done = True
+            elif self._error is None:
+                self._error = error
+
+        task.add_done_callback(finished)
+
+    def _raise_handoff_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop taking records; let the running handler and hand-offs finish in ``drain_timeout``.
+
+        What does not finish in time is cancelled and will be redelivered.
+        """
+        self._closing = True
+        self._batches.clear()
+        self._wakeup.set()
+        pending: set[asyncio.Task[None]] = set(self._handoffs)
+        if self._task is not None:
+            pending.add(self._task)
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=drain_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%s: %d task(s) cancelled at drain timeout", self.tp, len(late))
+                await asyncio.wait(late)
+        self.buffered = 0
+
+    def crashed(self) -> BaseException | None:
+        """The exception that ended the worker task, if it ended with one."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return self._error
+        return task.exception() or self._error

@@ -1,0 +1,254 @@
+"""A Kafka tier: one aiokafka consumer, its poll loop, pausing, commits, rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from kafka_retry._clock import Cancellable, Clock
+from kafka_retry.config import Config
+from kafka_retry.message import H_DUE_AT
+from kafka_retry.runtime.dispatch import Dispatcher
+from kafka_retry.runtime.partition import PartitionWorker
+
+log = logging.getLogger("kafka_retry")
+
+_POLL_MS = 200
+_BACKPRESSURE = "backpressure"
+_DUE = "due"
+# A forged due time is clamped to this many milliseconds past "now + delay".
+_MAX_DUE_MS = 253_402_300_799_000
+
+
+def due_at(record: ConsumerRecord, delay_ms: int, now_ms: int) -> int:
+    """When a retry record may be handled, in epoch milliseconds.
+
+    The ``kafka-retry-due-at`` header wins; without it (records produced by
+    others) the record timestamp plus the tier delay. Either way never later
+    than ``now + delay``, so a forged header cannot park a partition for years.
+    """
+    due: int | None = None
+    for name, value in record.headers or ():
+        if name == H_DUE_AT and value is not None and len(value) <= 20:
+            try:
+                due = int(value)
+            except ValueError:
+                due = None
+    if due is None or not 0 <= due <= _MAX_DUE_MS:
+        due = record.timestamp + delay_ms
+    return min(due, now_ms + delay_ms)
+
+
+class Tier(Protocol):
+    """One stage of the pipeline, run as one task by the consumer's task group."""
+
+    name: str
+    ready: asyncio.Event
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish: drain, commit, close."""
+
+    async def run(self) -> None:
+        """Work until stopped; set ``ready`` once it holds its share of the work."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, tier: KafkaTier) -> None:
+        self._tier = tier
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._tier.revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._tier.assign(set(assigned))
+
+
+class KafkaTier:
+    """Consumes one tier's topics and feeds a :class:`PartitionWorker` per partition.
+
+    Args:
+        name: ``"main"`` or ``"retryN"``.
+        config: The consumer's settings.
+        consumer: An aiokafka consumer, not started, not subscribed.
+        topics: The topics this tier reads.
+        dispatcher: Runs handlers for this tier.
+        delay: The tier's retry interval in seconds (None on the main tier).
+        clock: Time source.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: Config,
+        consumer: AIOKafkaConsumer,
+        topics: list[str],
+        dispatcher: Dispatcher,
+        delay: float | None,
+        clock: Clock,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._consumer = consumer
+        self._topics = topics
+        self._dispatcher = dispatcher
+        self._delay_ms = None if delay is None else round(delay * 1000)
+        self._clock = clock
+        self._workers: dict[TopicPartition, PartitionWorker] = {}
+        self._paused: dict[TopicPartition, set[str]] = {}
+        self._timers: dict[TopicPartition, Cancellable] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._high_water = max(1, config.max_in_flight)
+        self._stopping = False
+        self._crash: BaseException | None = None
+        self.ready = asyncio.Event()
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this tier holds now."""
+        return frozenset(self._workers)
+
+    def request_stop(self) -> None:
+        """Ask the poll loop to end; :meth:`run` then drains, commits and closes."""
+        self._stopping = True
+
+    async def run(self) -> None:
+        """Poll until stopped; then drain workers, commit, leave the group.
+
+        Raises:
+            BaseException: Whatever ended a partition worker (never swallowed).
+        """
+        consumer = self._consumer
+        consumer.subscribe(self._topics, listener=_Listener(self))
+        try:
+            await self._poll_loop()
+        finally:
+            try:
+                await self._shutdown()
+            finally:
+                await consumer.stop()
+
+    async def _poll_loop(self) -> None:
+        consumer = self._consumer
+        next_commit = self._clock.time() + self._config.commit_interval
+        while not self._stopping:
+            batches = await consumer.getmany(timeout_ms=_POLL_MS)
+            if self._crash is not None:
+                raise self._crash
+            for tp, records in batches.items():
+                self._feed(tp, records)
+            now = self._clock.time()
+            if now >= next_commit:
+                await self.commit()
+                next_commit = now + self._config.commit_interval
+
+    def _feed(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        worker = self._workers.get(tp)
+        if worker is None:
+            return  # revoked meanwhile: the next owner resumes from the committed offset
+        if _DUE in self._paused.get(tp, ()):
+            return  # fetched before the seek back; the fetch position is already before them
+        if self._delay_ms is not None:
+            records = self._hold_back(tp, records)
+        if not records:
+            return
+        worker.submit(records)
+        if worker.buffered >= self._high_water:
+            self._pause(tp, _BACKPRESSURE)
+
+    def _hold_back(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """Keep the due prefix; park the partition at the first record not yet due."""
+        assert self._delay_ms is not None
+        now_ms = int(self._clock.time() * 1000)
+        for index, record in enumerate(records):
+            due = due_at(record, self._delay_ms, now_ms)
+            if due > now_ms:
+                self._consumer.seek(tp, record.offset)
+                self._pause(tp, _DUE)
+                wait = (due - now_ms) / 1000
+                self._timers[tp] = self._clock.call_later(wait, lambda: self._unpause(tp, _DUE))
+                return records[:index]
+        return records
+
+    def _pause(self, tp: TopicPartition, reason: str) -> None:
+        reasons = self._paused.setdefault(tp, set())
+        if not reasons:
+            self._consumer.pause(tp)
+        reasons.add(reason)
+
+    def _unpause(self, tp: TopicPartition, reason: str) -> None:
+        reasons = self._paused.get(tp)
+        if not reasons or reason not in reasons:
+            return
+        reasons.discard(reason)
+        if reason == _DUE:
+            self._timers.pop(tp, None)
+        if not reasons and tp in self._workers:
+            self._consumer.resume(tp)
+
+    def _drained(self, tp: TopicPartition) -> None:
+        worker = self._workers.get(tp)
+        if worker is not None and worker.buffered <= self._high_water // 2:
+            self._unpause(tp, _BACKPRESSURE)
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()
+
+    def assign(self, assigned: set[TopicPartition]) -> None:
+        """Rebalance: start a worker for each newly assigned partition."""
+        for tp in assigned:
+            if tp not in self._workers:
+                worker = PartitionWorker(
+                    tp, self._dispatcher, self._config.max_in_flight, self._drained
+                )
+                self._workers[tp] = worker
+                worker.start().add_done_callback(self._worker_ended)
+        log.info("tier %s assigned %s", self.name, sorted(str(tp) for tp in assigned))
+        self.ready.set()
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        """Rebalance: drain the revoked partitions' work (bounded), commit, forget them."""
+        gone = [tp for tp in revoked if tp in self._workers]
+        if not gone:
+            return
+        await asyncio.gather(*(self._workers[tp].stop(self._config.drain_timeout) for tp in gone))
+        await self.commit(gone)
+        for tp in gone:
+            del self._workers[tp]
+            self._paused.pop(tp, None)
+            self._committed.pop(tp, None)
+            timer = self._timers.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
+
+    async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Commit the done position of each partition that moved since the last commit."""
+        offsets: dict[TopicPartition, int] = {}
+        for tp in partitions if partitions is not None else list(self._workers):
+            worker = self._workers.get(tp)
+            position = worker.position() if worker is not None else None
+            if position is not None and position != self._committed.get(tp):
+                offsets[tp] = position
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("tier %s: commit failed: %s", self.name, exc)
+            return
+        self._committed.update(offsets)
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        workers = list(self._workers.values())
+        await asyncio.gather(*(w.stop(self._config.drain_timeout) for w in workers))
+        await self.commit()
+        self._workers.clear()
+
