@@ -174,6 +174,7 @@ class Config:
     ordering: Ordering = attrs.field(default="partition")
     max_poll_interval_ms: int = attrs.field(default=300_000)
     session_timeout_ms: int = attrs.field(default=45_000)
+    rebalance_timeout_ms: int | None = None
     client_id: str = "kafka-retry"
     error_max_length: int = attrs.field(default=4096)
     retry_batch_size: int = attrs.field(default=250)
@@ -253,6 +254,7 @@ class Config:
             "max_in_flight": self.max_in_flight,
             "max_poll_interval_ms": self.max_poll_interval_ms,
             "session_timeout_ms": self.session_timeout_ms,
+            "rebalance_timeout_ms": self.effective_rebalance_timeout_ms,
             "error_max_length": self.error_max_length,
             "retry_batch_size": self.retry_batch_size,
         }
@@ -275,6 +277,13 @@ class Config:
     def chain(self, topic: str) -> TopicChain:
         """The :class:`TopicChain` of ``topic``."""
         return build_chain(self.group, topic, len(self.retry_intervals), self.topic_name_generator)
+
+    @property
+    def effective_rebalance_timeout_ms(self) -> int:
+        """The rebalance timeout: given, or long enough for a revoke to drain in-flight work."""
+        if self.rebalance_timeout_ms is not None:
+            return self.rebalance_timeout_ms
+        return max(self.session_timeout_ms, round(self.drain_timeout * 1000) + 10_000)
 
     @property
     def bootstrap(self) -> str:

@@ -220,6 +220,7 @@ class Consumer:
             auto_offset_reset=config.auto_offset_reset if reset else "earliest",
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
+            rebalance_timeout_ms=config.effective_rebalance_timeout_ms,
             heartbeat_interval_ms=max(1000, config.session_timeout_ms // 10),
             **_clients.common_kwargs(config),
         )

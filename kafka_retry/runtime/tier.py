@@ -251,4 +251,3 @@ class KafkaTier:
         await asyncio.gather(*(w.stop(self._config.drain_timeout) for w in workers))
         await self.commit()
         self._workers.clear()
-
