@@ -6,9 +6,9 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
@@ -96,11 +96,55 @@ async def start_within_bound(config: Config, what: str, start: Callable[[], Awai
     ) from last
 
 
-async def start_admin(config: Config) -> AIOKafkaAdminClient:
+class KafkaTransport(Protocol):
+    """Makes the Kafka clients a consumer uses; swapped for an in-memory broker in tests.
+
+    The objects returned behave like aiokafka's ``AIOKafkaAdminClient``,
+    ``AIOKafkaProducer`` and ``AIOKafkaConsumer`` (the subset the runtime calls).
+    """
+
+    def admin(self, config: Config) -> Any: ...
+
+    def producer(self, config: Config) -> Any: ...
+
+    def consumer(self, config: Config, group_id: str, tier: str, reset: str) -> Any: ...
+
+
+class AIOKafkaTransport:
+    """The real transport: aiokafka clients configured from the Config."""
+
+    def admin(self, config: Config) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(client_id=f"{config.client_id}-admin", **common_kwargs(config))
+
+    def producer(self, config: Config) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            client_id=f"{config.client_id}-forwarder",
+            acks="all",
+            enable_idempotence=config.idempotence,
+            linger_ms=2,
+            max_request_size=16 * 1024 * 1024,
+            **common_kwargs(config),
+        )
+
+    def consumer(self, config: Config, group_id: str, tier: str, reset: str) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            group_id=group_id,
+            client_id=f"{config.client_id}-{tier}",
+            enable_auto_commit=False,
+            auto_offset_reset=reset,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            session_timeout_ms=config.session_timeout_ms,
+            rebalance_timeout_ms=config.effective_rebalance_timeout_ms,
+            heartbeat_interval_ms=max(1000, config.session_timeout_ms // 10),
+            **common_kwargs(config),
+        )
+
+
+async def start_admin(config: Config, transport: KafkaTransport) -> Any:
     """An admin client, connected within the configured bound."""
 
-    async def start() -> AIOKafkaAdminClient:
-        admin = AIOKafkaAdminClient(client_id=f"{config.client_id}-admin", **common_kwargs(config))
+    async def start() -> Any:
+        admin = transport.admin(config)
         try:
             await admin.start()
         except BaseException:
@@ -111,18 +155,11 @@ async def start_admin(config: Config) -> AIOKafkaAdminClient:
     return await start_within_bound(config, "Kafka", start)
 
 
-async def start_producer(config: Config) -> AIOKafkaProducer:
+async def start_producer(config: Config, transport: KafkaTransport) -> Any:
     """The producer that forwards failures: acks=all, idempotent unless turned off."""
 
-    async def start() -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            client_id=f"{config.client_id}-forwarder",
-            acks="all",
-            enable_idempotence=config.idempotence,
-            linger_ms=2,
-            max_request_size=16 * 1024 * 1024,
-            **common_kwargs(config),
-        )
+    async def start() -> Any:
+        producer = transport.producer(config)
         try:
             await producer.start()
         except BaseException:
@@ -133,7 +170,7 @@ async def start_producer(config: Config) -> AIOKafkaProducer:
     return await start_within_bound(config, "Kafka", start)
 
 
-async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
     """Partitions per existing topic among ``topics`` (missing topics are left out)."""
     # Describing a missing topic can auto-create it on the broker with default
     # settings, so only existing topics are described.
@@ -149,7 +186,7 @@ async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dic
     return counts
 
 
-async def ensure_topics(admin: AIOKafkaAdminClient, config: Config) -> dict[str, int]:
+async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
     """Create every missing retry and dead-letter topic like its main topic.
 
     Returns:

@@ -9,9 +9,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TypeVar
-
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from typing import Any, TypeVar
 
 from kafka_retry._clock import Clock, SystemClock
 from kafka_retry.config import Config
@@ -19,6 +17,7 @@ from kafka_retry.errors import ConsumerStateError, SetupError
 from kafka_retry.retry.base import DeadLetterSink, RetryBackend
 from kafka_retry.retry.kafka import KafkaForwarder
 from kafka_retry.runtime import _clients
+from kafka_retry.runtime._clients import AIOKafkaTransport, KafkaTransport
 from kafka_retry.runtime.dispatch import Dispatcher, Handler
 from kafka_retry.runtime.tier import KafkaTier, Tier
 
@@ -50,6 +49,8 @@ class Consumer:
     Args:
         config: The settings.
         handlers: Handler per main topic; or register them with :meth:`handler`.
+        clock: Time source (the in-memory test mode passes a virtual clock).
+        transport: Makes the Kafka clients (the in-memory test mode passes its broker).
 
     Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
     ``async with consumer:`` to run it in the background of a block.
@@ -61,10 +62,12 @@ class Consumer:
         handlers: Mapping[str, Handler] | None = None,
         *,
         clock: Clock | None = None,
+        transport: KafkaTransport | None = None,
     ) -> None:
         self.config = config
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._clock: Clock = clock or SystemClock()
+        self._transport: KafkaTransport = transport or AIOKafkaTransport()
         self._state = ConsumerState.NEW
         self._stop_requested = asyncio.Event()
         self._ready = asyncio.Event()
@@ -132,11 +135,11 @@ class Consumer:
     async def _run(self) -> None:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
-            admin = await _clients.start_admin(config)
+            admin = await _clients.start_admin(config, self._transport)
             stack.push_async_callback(admin.close)
             if config.create_topics:
                 await _clients.ensure_topics(admin, config)
-            producer = await _clients.start_producer(config)
+            producer = await _clients.start_producer(config, self._transport)
             stack.push_async_callback(producer.stop)
             self._tiers = await self._start_tiers(producer, stack)
             if self._stop_requested.is_set():
@@ -164,9 +167,7 @@ class Consumer:
         self._ready.set()
         log.info("consumer %s ready: %d tier(s)", self.config.group, len(tiers))
 
-    async def _start_tiers(
-        self, producer: AIOKafkaProducer, stack: contextlib.AsyncExitStack
-    ) -> list[Tier]:
+    async def _start_tiers(self, producer: Any, stack: contextlib.AsyncExitStack) -> list[Tier]:
         config = self.config
         chains = {topic: config.chain(topic) for topic in config.topics}
         retry: RetryBackend
@@ -205,25 +206,12 @@ class Consumer:
         stack: contextlib.AsyncExitStack,
     ) -> KafkaTier:
         config = self.config
-        consumer = self._kafka_consumer(group_id, name, reset=delay is None)
+        reset = config.auto_offset_reset if delay is None else "earliest"
+        consumer = self._transport.consumer(config, group_id, name, reset)
         stack.push_async_callback(consumer.stop)
         await _clients.start_within_bound(config, "Kafka", consumer.start)
         topics = list(dispatcher.topics)
         return KafkaTier(name, config, consumer, topics, dispatcher, delay, self._clock)
-
-    def _kafka_consumer(self, group_id: str, tier: str, *, reset: bool) -> AIOKafkaConsumer:
-        config = self.config
-        return AIOKafkaConsumer(
-            group_id=group_id,
-            client_id=f"{config.client_id}-{tier}",
-            enable_auto_commit=False,
-            auto_offset_reset=config.auto_offset_reset if reset else "earliest",
-            max_poll_interval_ms=config.max_poll_interval_ms,
-            session_timeout_ms=config.session_timeout_ms,
-            rebalance_timeout_ms=config.effective_rebalance_timeout_ms,
-            heartbeat_interval_ms=max(1000, config.session_timeout_ms // 10),
-            **_clients.common_kwargs(config),
-        )
 
     async def wait_ready(self) -> None:
         """Return once every tier has joined its group and got its assignment.
