@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 from kafka_retry._clock import Cancellable, Clock
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
+from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
 from kafka_retry.runtime.dispatch import Dispatcher
 from kafka_retry.runtime.partition import PartitionWorker
 
@@ -41,6 +42,9 @@ def due_at(record: ConsumerRecord, delay_ms: int, now_ms: int) -> int:
     if due is None or not 0 <= due <= _MAX_DUE_MS:
         due = record.timestamp + delay_ms
     return min(due, now_ms + delay_ms)
+
+
+Worker = PartitionWorker | ConcurrentPartitionWorker
 
 
 class Tier(Protocol):
@@ -97,13 +101,16 @@ class KafkaTier:
         self._dispatcher = dispatcher
         self._delay_ms = None if delay is None else round(delay * 1000)
         self._clock = clock
-        self._workers: dict[TopicPartition, PartitionWorker] = {}
+        self._workers: dict[TopicPartition, Worker] = {}
         self._paused: dict[TopicPartition, set[str]] = {}
         self._timers: dict[TopicPartition, Cancellable] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._high_water = max(1, config.max_in_flight)
+        self._permits = asyncio.Semaphore(config.max_in_flight)
         self._stopping = False
         self._crash: BaseException | None = None
+        #: Assignments received so far (1 after the first join; more means rebalances).
+        self.rebalances = 0
         self.ready = asyncio.Event()
 
     @property
@@ -198,15 +205,21 @@ class KafkaTier:
         if not task.cancelled() and task.exception() is not None and self._crash is None:
             self._crash = task.exception()
 
+    def _new_worker(self, tp: TopicPartition) -> Worker:
+        ordering = self._config.ordering
+        if ordering == "partition":
+            return PartitionWorker(tp, self._dispatcher, self._config.max_in_flight, self._drained)
+        by_key = ordering == "key"
+        return ConcurrentPartitionWorker(tp, self._dispatcher, self._permits, by_key, self._drained)
+
     def assign(self, assigned: set[TopicPartition]) -> None:
         """Rebalance: start a worker for each newly assigned partition."""
         for tp in assigned:
             if tp not in self._workers:
-                worker = PartitionWorker(
-                    tp, self._dispatcher, self._config.max_in_flight, self._drained
-                )
+                worker = self._new_worker(tp)
                 self._workers[tp] = worker
                 worker.start().add_done_callback(self._worker_ended)
+        self.rebalances += 1
         log.info("tier %s assigned %s", self.name, sorted(str(tp) for tp in assigned))
         self.ready.set()
 
