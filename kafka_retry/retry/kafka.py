@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kafka_retry._clock import Clock
+from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.message import with_provenance
 from kafka_retry.retry.base import Failure
 from kafka_retry.topology import TopicChain
@@ -37,7 +38,9 @@ class KafkaForwarder:
         chains: Mapping[str, TopicChain],
         intervals: tuple[float, ...],
         clock: Clock,
+        observer: Observer | None = None,
     ) -> None:
+        self._observer: Observer = observer or NullObserver()
         self._producer = producer
         self._chains = chains
         self._intervals = intervals
@@ -71,6 +74,7 @@ class KafkaForwarder:
                 await delivery
                 return
             except KafkaError as exc:
+                self._observer.forward_failed(topic, type(exc).__name__)
                 log.warning(
                     "forward to %s failed (%s); retrying in %.1fs",
                     topic,

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from kafka_retry._clock import Clock, SystemClock
+from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.errors import ConsumerStateError, SetupError
 from kafka_retry.retry.base import DeadLetterSink, RetryBackend
@@ -51,6 +52,7 @@ class Consumer:
         handlers: Handler per main topic; or register them with :meth:`handler`.
         clock: Time source (the in-memory test mode passes a virtual clock).
         transport: Makes the Kafka clients (the in-memory test mode passes its broker).
+        observer: Receives what happens (metrics); by default nothing does.
 
     Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
     ``async with consumer:`` to run it in the background of a block.
@@ -63,11 +65,13 @@ class Consumer:
         *,
         clock: Clock | None = None,
         transport: KafkaTransport | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._clock: Clock = clock or SystemClock()
         self._transport: KafkaTransport = transport or AIOKafkaTransport()
+        self._observer: Observer = observer or NullObserver()
         self._state = ConsumerState.NEW
         self._stop_requested = asyncio.Event()
         self._ready = asyncio.Event()
@@ -179,39 +183,59 @@ class Consumer:
             backend = await open_postgres_backend(config, self._handlers, self._clock, stack)
             retry, dead_letters, retry_tiers = backend.retry, backend.dead_letters, backend.tiers
         else:
-            forwarder = KafkaForwarder(producer, chains, config.retry_intervals, self._clock)
+            forwarder = KafkaForwarder(
+                producer, chains, config.retry_intervals, self._clock, self._observer
+            )
             retry = dead_letters = forwarder
             for tier, interval in enumerate(config.retry_intervals, start=1):
                 main_of = {chains[t].retries[tier - 1]: t for t in config.topics}
                 group_id = retry_group_id(config.group, tier)
-                dispatcher = Dispatcher(
-                    config, self._handlers, main_of, tier + 1, retry, dead_letters, self._clock
+                dispatcher = self._dispatcher(
+                    f"retry{tier}", main_of, tier + 1, retry, dead_letters
                 )
-                retry_tiers.append(
-                    await self._kafka_tier(f"retry{tier}", group_id, dispatcher, interval, stack)
-                )
+                retry_tiers.append(await self._kafka_tier(group_id, dispatcher, interval, stack))
         main_of = {t: t for t in config.topics}
-        dispatcher = Dispatcher(
-            config, self._handlers, main_of, 1, retry, dead_letters, self._clock
-        )
-        main = await self._kafka_tier("main", config.group, dispatcher, None, stack)
+        dispatcher = self._dispatcher("main", main_of, 1, retry, dead_letters)
+        main = await self._kafka_tier(config.group, dispatcher, None, stack)
         return [main, *retry_tiers]
+
+    def _dispatcher(
+        self,
+        tier: str,
+        main_of: dict[str, str],
+        attempt: int,
+        retry: RetryBackend,
+        dead_letters: DeadLetterSink,
+    ) -> Dispatcher:
+        return Dispatcher(
+            self.config,
+            self._handlers,
+            main_of,
+            attempt,
+            retry,
+            dead_letters,
+            self._clock,
+            self._observer,
+            tier,
+        )
 
     async def _kafka_tier(
         self,
-        name: str,
         group_id: str,
         dispatcher: Dispatcher,
         delay: float | None,
         stack: contextlib.AsyncExitStack,
     ) -> KafkaTier:
         config = self.config
+        name = dispatcher.tier
         reset = config.auto_offset_reset if delay is None else "earliest"
         consumer = self._transport.consumer(config, group_id, name, reset)
         stack.push_async_callback(consumer.stop)
         await _clients.start_within_bound(config, "Kafka", consumer.start)
         topics = list(dispatcher.topics)
-        return KafkaTier(name, config, consumer, topics, dispatcher, delay, self._clock)
+        return KafkaTier(
+            name, config, consumer, topics, dispatcher, delay, self._clock, self._observer
+        )
 
     async def wait_ready(self) -> None:
         """Return once every tier has joined its group and got its assignment.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from time import perf_counter
 from typing import Any
 
 from kafka_retry._clock import Clock
+from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.errors import NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
@@ -32,6 +34,8 @@ class Dispatcher:
         retry: Where retryable failures go.
         dead_letters: Where final failures go.
         clock: Time source.
+        observer: Receives durations and outcomes.
+        tier: The tier's name, for the observer.
     """
 
     def __init__(
@@ -43,8 +47,14 @@ class Dispatcher:
         retry: RetryBackend,
         dead_letters: DeadLetterSink,
         clock: Clock,
+        observer: Observer | None = None,
+        tier: str = "main",
     ) -> None:
         self._config = config
+        self._observer: Observer = observer or NullObserver()
+        self.tier = tier
+        #: Handler calls running right now.
+        self.running = 0
         self._handlers = handlers
         self._main_of = main_of
         self._attempt = attempt
@@ -103,7 +113,11 @@ class Dispatcher:
         ``Exception`` (KeyboardInterrupt, SystemExit) propagate: they are never
         swallowed as a retry. Cancellation of the calling task propagates too.
         """
-        handler = self._handlers[message.main_topic]
+        topic = message.main_topic
+        handler = self._handlers[topic]
+        observer = self._observer
+        self.running += 1
+        started = perf_counter()
         try:
             if self._timeout is None:
                 await handler(message)
@@ -118,6 +132,10 @@ class Dispatcher:
             return exc
         except Exception as exc:
             return exc
+        finally:
+            self.running -= 1
+            observer.handler_duration(self.tier, topic, perf_counter() - started)
+        observer.handled(self.tier, topic, "success")
         return None
 
     def failure(self, message: Message, error: BaseException) -> Failure:
@@ -126,6 +144,7 @@ class Dispatcher:
         if isinstance(error, TimeoutError) and self._timeout is not None:
             error_message = f"handler timed out after {self._timeout}s"
         final = self._exhausted or isinstance(error, self._non_retryable)
+        self._observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
         log.warning(
             "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
             message.topic,

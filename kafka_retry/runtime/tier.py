@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from kafka_retry._clock import Cancellable, Clock
+from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
 from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
@@ -82,6 +83,7 @@ class KafkaTier:
         dispatcher: Runs handlers for this tier.
         delay: The tier's retry interval in seconds (None on the main tier).
         clock: Time source.
+        observer: Receives rebalances and commit failures.
     """
 
     def __init__(
@@ -93,8 +95,12 @@ class KafkaTier:
         dispatcher: Dispatcher,
         delay: float | None,
         clock: Clock,
+        observer: Observer | None = None,
     ) -> None:
         self.name = name
+        self._observer: Observer = observer or NullObserver()
+        #: Clock time of the last completed poll (None before the first).
+        self.last_poll: float | None = None
         self._config = config
         self._consumer = consumer
         self._topics = topics
@@ -143,6 +149,7 @@ class KafkaTier:
         next_commit = self._clock.time() + self._config.commit_interval
         while not self._stopping:
             batches = await consumer.getmany(timeout_ms=_POLL_MS)
+            self.last_poll = self._clock.time()
             if self._crash is not None:
                 raise self._crash
             for tp, records in batches.items():
@@ -220,6 +227,7 @@ class KafkaTier:
                 self._workers[tp] = worker
                 worker.start().add_done_callback(self._worker_ended)
         self.rebalances += 1
+        self._observer.rebalanced(self.name)
         log.info("tier %s assigned %s", self.name, sorted(str(tp) for tp in assigned))
         self.ready.set()
 
@@ -251,6 +259,7 @@ class KafkaTier:
         try:
             await self._consumer.commit(offsets)
         except KafkaError as exc:
+            self._observer.commit_failed(self.name)
             log.warning("tier %s: commit failed: %s", self.name, exc)
             return
         self._committed.update(offsets)

@@ -1,0 +1,45 @@
+"""The hooks the runtime reports through; :mod:`kafka_retry.metrics` implements them."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+Outcome = Literal["success", "retry", "dead_letter"]
+
+
+class Observer(Protocol):
+    """Receives what happens in the pipeline. Every method must be cheap and never raise."""
+
+    def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
+        """A handler call on ``tier`` for main topic ``topic`` took ``seconds``."""
+
+    def handled(self, tier: str, topic: str, outcome: Outcome) -> None:
+        """A message ended its attempt on ``tier`` with ``outcome``."""
+
+    def forward_failed(self, topic: str, error_type: str) -> None:
+        """Handing a failure to ``topic`` (or the retry table) failed once; it is retried."""
+
+    def commit_failed(self, tier: str) -> None:
+        """An offset commit of ``tier`` failed; a later one will cover it."""
+
+    def rebalanced(self, tier: str) -> None:
+        """``tier`` got a new partition assignment."""
+
+
+class NullObserver:
+    """Reports nowhere."""
+
+    def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
+        pass
+
+    def handled(self, tier: str, topic: str, outcome: Outcome) -> None:
+        pass
+
+    def forward_failed(self, topic: str, error_type: str) -> None:
+        pass
+
+    def commit_failed(self, tier: str) -> None:
+        pass
+
+    def rebalanced(self, tier: str) -> None:
+        pass
