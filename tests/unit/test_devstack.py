@@ -1,0 +1,218 @@
+"""The devstack's decisions and checks that need no running service."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kafka_retry import devstack
+from kafka_retry._devstack import kafka, postgres, proc, wire
+from kafka_retry.errors import ServiceUnavailableError
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def no_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither java nor mvn can be found."""
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
+
+
+@pytest.fixture
+def all_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both java and mvn can be found."""
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
+
+
+@pytest.mark.usefixtures("no_tools")
+def test_bootstrap_servers_env_means_external() -> None:
+    """KAFKA_BOOTSTRAP_SERVERS wins over every other choice."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "KAFKA_RETRY_TEST_BROKER": "tansu"}
+    assert devstack.select_broker("kafka", env) == "external"
+
+
+@pytest.mark.usefixtures("no_tools")
+def test_kind_argument_beats_test_broker_env() -> None:
+    """An explicit kind overrides KAFKA_RETRY_TEST_BROKER."""
+    assert devstack.select_broker("kafka", {"KAFKA_RETRY_TEST_BROKER": "tansu"}) == "kafka"
+
+
+@pytest.mark.usefixtures("no_tools")
+def test_test_broker_env_is_read_case_insensitively() -> None:
+    """KAFKA_RETRY_TEST_BROKER picks the broker when no kind is given."""
+    assert devstack.select_broker(None, {"KAFKA_RETRY_TEST_BROKER": " Tansu "}) == "tansu"
+
+
+@pytest.mark.usefixtures("all_tools")
+def test_default_is_apache_kafka_when_java_and_maven_exist() -> None:
+    """With java and mvn on PATH the default broker is Apache Kafka."""
+    assert devstack.select_broker(None, {}) == "kafka"
+
+
+@pytest.mark.usefixtures("no_tools")
+def test_default_falls_back_to_tansu_with_a_notice(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without java the default is Tansu, and stderr says why in one line."""
+    assert devstack.select_broker(None, {}) == "tansu"
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_unknown_broker_is_refused() -> None:
+    """A broker name other than kafka or tansu is a clear error."""
+    with pytest.raises(devstack.DevstackError, match="'redpanda'"):
+        devstack.select_broker("redpanda", {})
+
+
+def test_state_dir_follows_env(tmp_path: Path) -> None:
+    """KAFKA_RETRY_DEVSTACK_DIR moves the state directory."""
+    env = {"KAFKA_RETRY_DEVSTACK_DIR": str(tmp_path / "state")}
+    assert devstack.default_state_dir(env) == tmp_path / "state"
+    assert devstack.default_state_dir({}).name == ".devstack"
+
+
+def test_pick_port_keeps_a_free_preferred_port() -> None:
+    """The preferred port is used when nothing holds it."""
+    port = _closed_port()
+    assert proc.pick_port(port) == port
+
+
+def test_pick_port_avoids_a_taken_port() -> None:
+    """A taken preferred port is replaced by another free one."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        chosen = proc.pick_port(taken)
+        assert chosen != taken
+        assert proc.port_is_free(chosen)
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "expected"),
+    [
+        ("localhost:9092", [("localhost", 9092)]),
+        ("a:1, b:2", [("a", 1), ("b", 2)]),
+        ("PLAINTEXT://a:1", [("a", 1)]),
+        ("kafka", [("kafka", 9092)]),
+        ("[::1]:9093", [("::1", 9093)]),
+    ],
+)
+def test_parse_bootstrap(bootstrap: str, expected: list[tuple[str, int]]) -> None:
+    """Bootstrap strings split into (host, port) pairs; the port defaults to 9092."""
+    assert wire.parse_bootstrap(bootstrap) == expected
+
+
+@pytest.mark.parametrize("bootstrap", ["", " , ", "host:port"])
+def test_parse_bootstrap_refuses_garbage(bootstrap: str) -> None:
+    """An empty list or a non-numeric port is refused."""
+    with pytest.raises(ValueError, match="bootstrap"):
+        wire.parse_bootstrap(bootstrap)
+
+
+@pytest.fixture
+def mute_server() -> Iterator[str]:
+    """A listener that reads a request and closes the connection without a word."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.05)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(1024)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    done.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_unreachable_kafka_is_named(mute_server: str) -> None:
+    """Every address tried is named, with the reason it failed."""
+    refused = f"127.0.0.1:{_closed_port()}"
+    bootstrap = f"{refused},{mute_server}"
+    with pytest.raises(ServiceUnavailableError) as caught:
+        devstack.check_kafka_reachable(bootstrap, timeout=2.0)
+    message = str(caught.value)
+    assert f"{refused} connection refused" in message
+    assert f"{mute_server} the connection was closed" in message
+    assert caught.value.address == bootstrap
+
+
+def test_unreachable_postgres_is_named_without_password() -> None:
+    """The PostgreSQL check names host and port but never the password."""
+    port = _closed_port()
+    with pytest.raises(ServiceUnavailableError, match=f"127.0.0.1:{port}") as caught:
+        devstack.check_postgres_reachable(f"postgresql://u:secret@127.0.0.1:{port}/db", 2.0)
+    assert "secret" not in str(caught.value)
+
+
+def test_postgres_url_is_a_tcp_url() -> None:
+    """The local cluster's URL names user, password, loopback host, port and database."""
+    assert postgres.url(5433) == "postgresql://kafka_retry:kafka_retry@127.0.0.1:5433/kafka_retry"
+
+
+def test_postgres_service_repr_hides_the_url() -> None:
+    """The URL, which may carry a password, stays out of the repr."""
+    service = devstack.PostgresService("postgresql://u:secret@h/db", "external")
+    assert "secret" not in repr(service)
+
+
+def test_broker_config_is_single_node_kraft(tmp_path: Path) -> None:
+    """The broker runs both roles with replication factors a single node can meet."""
+    rendered = kafka.server_properties(data_dir=tmp_path, port=9092, controller_port=9093)
+    settings = dict(line.split("=", 1) for line in rendered.splitlines())
+    assert settings["process.roles"] == "broker,controller"
+    assert settings["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert settings["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    assert settings["offsets.topic.replication.factor"] == "1"
+    assert settings["transaction.state.log.replication.factor"] == "1"
+    assert settings["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_status_of_an_empty_state_dir(tmp_path: Path) -> None:
+    """Nothing runs from a state directory that was never used, and stopping is a no-op."""
+    assert [state.running for state in devstack.status(tmp_path)] == [False, False, False]
+    assert devstack.stop_all(tmp_path) == []
+
+
+def test_cli_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A failing ``up`` exits non-zero with one line on stderr and no traceback."""
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+
+    code = devstack.main(["--state-dir", str(tmp_path), "up"])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert re.fullmatch(rf"devstack: error: .*{re.escape(bootstrap)}.*\n", captured.err)
+
+
+def test_cli_status_lists_every_service(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``status`` prints one line per service."""
+    assert devstack.main(["--state-dir", str(tmp_path), "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["kafka", "stopped"],
+        ["tansu", "stopped"],
+        ["postgres", "stopped"],
+    ]
