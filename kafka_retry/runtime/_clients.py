@@ -24,6 +24,33 @@ _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 
 
+class _HideSaslRequests(logging.Filter):
+    """Hides the SASL bytes (a PLAIN password) from aiokafka's DEBUG log of each request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_is_sasl_request(arg) for arg in args):
+            record.args = tuple(
+                "SaslAuthenticateRequest(<hidden>)" if _is_sasl_request(arg) else arg
+                for arg in args
+            )
+        return True
+
+
+def _is_sasl_request(arg: object) -> bool:
+    return type(arg).__name__.startswith("SaslAuthenticateRequest")
+
+
+_SASL_FILTER = _HideSaslRequests()
+
+
+def hide_sasl_requests() -> None:
+    """Keep SASL credentials out of the ``aiokafka.conn`` logger's records (idempotent)."""
+    logger = logging.getLogger("aiokafka.conn")
+    if _SASL_FILTER not in logger.filters:
+        logger.addFilter(_SASL_FILTER)
+
+
 def security_kwargs(config: Config) -> dict[str, Any]:
     """aiokafka keyword arguments for TLS and SASL.
 
@@ -35,6 +62,7 @@ def security_kwargs(config: Config) -> dict[str, Any]:
     if tls:
         kwargs["ssl_context"] = _ssl_context(config)
     if config.sasl_mechanism:
+        hide_sasl_requests()
         kwargs["sasl_mechanism"] = config.sasl_mechanism
         kwargs["sasl_plain_username"] = config.sasl_username
         kwargs["sasl_plain_password"] = config.sasl_password
@@ -203,6 +231,8 @@ async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
             f"main topic(s) {', '.join(missing_mains)} do not exist at {config.bootstrap}; "
             "create them before starting the consumer"
         )
+    if config.retry_backend == "postgres":
+        return counts  # retries and dead letters live in the table: no topics to create
     wanted = {name: counts[main] for main in mains for name in config.topic_chain(main)[1:]}
     existing = await partition_counts(admin, list(wanted))
     new = [

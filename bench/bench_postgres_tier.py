@@ -1,0 +1,169 @@
+"""How many retries per second one consumer handles from the PostgreSQL table.
+
+Inserts ``--rows`` due rows (attempts = 1) straight into a fresh schema, runs
+one consumer with a no-op handler and one retry tier, and reports the rate from
+the first retry handled until every row is recorded as succeeded. Needs a
+broker (the consumer joins its group) and PostgreSQL::
+
+    python bench/bench_postgres_tier.py \\
+        --bootstrap 127.0.0.1:9092 --database-url postgresql://postgres@127.0.0.1/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import time
+import uuid
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from kafka_retry import Config, Consumer, DatabaseConfig, Message
+from kafka_retry.retry.postgres import apply_migrations
+
+_COLUMNS = [
+    "consumer_group",
+    "main_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "message_key",
+    "message_value",
+    "header_names",
+    "header_values",
+    "message_timestamp",
+    "attempts",
+    "state",
+    "due_at",
+    "failed_at",
+    "last_error_type",
+    "last_error",
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--partitions", type=int, default=4, help="rows spread over this many")
+    parser.add_argument("--ordering", choices=["partition", "key", "none"], default="partition")
+    parser.add_argument(
+        "--idempotence",
+        action="store_true",
+        help="use an idempotent producer (off by default: some test brokers reject it)",
+    )
+    args = parser.parse_args()
+    if not args.bootstrap or not args.database_url:
+        parser.error("--bootstrap and --database-url (or their environment variables) are needed")
+    return args
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def insert_due_rows(
+    conn: asyncpg.Connection[asyncpg.Record],
+    database: DatabaseConfig,
+    group: str,
+    topic: str,
+    n: int,
+    partitions: int,
+) -> None:
+    """Insert ``n`` pending rows of tier 1, all due already (COPY, for speed)."""
+    failed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    names, values = [b"trace", b"trace"], [b"1", None]
+    tail = (1, "pending", failed, failed, "ValueError", "bench")
+    records = [
+        (group, topic, i % partitions, i, b"key-%d" % i, b"\xff" * 100, names, values, 0, *tail)
+        for i in range(n)
+    ]
+    await conn.copy_records_to_table(
+        database.table, records=records, columns=_COLUMNS, schema_name=database.schema
+    )
+
+
+async def wait_all_succeeded(
+    conn: asyncpg.Connection[asyncpg.Record], database: DatabaseConfig
+) -> float:
+    """Poll until no row is left unfinished; return the perf_counter time then."""
+    while True:
+        left = await conn.fetchval(
+            f"SELECT count(*) FROM {database.qualified_table} WHERE state <> 'succeeded'"
+        )
+        if left == 0:
+            return time.perf_counter()
+        await asyncio.sleep(0.005)
+
+
+async def run(args: argparse.Namespace) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    topic, group = f"bench-{suffix}", f"bench-{suffix}"
+    database = DatabaseConfig.from_url(args.database_url, schema=f"bench_{suffix}")
+    conn = await asyncpg.connect(args.database_url)
+    try:
+        await create_topic(args.bootstrap, topic, args.partitions)
+        await apply_migrations(database)
+        await insert_due_rows(conn, database, group, topic, args.rows, args.partitions)
+        config = Config(
+            bootstrap_servers=args.bootstrap,
+            group=group,
+            topics=[topic],
+            retry_intervals=[60],
+            retry_backend="postgres",
+            database=database,
+            retry_batch_size=args.batch_size,
+            ordering=args.ordering,
+            idempotence=args.idempotence,
+            session_timeout_ms=6000,
+        )
+        handled = 0
+        first: float | None = None
+        all_handled = asyncio.Event()
+
+        async def no_op(message: Message) -> None:
+            nonlocal handled, first
+            if first is None:
+                first = time.perf_counter()
+            handled += 1
+            if handled >= args.rows:
+                all_handled.set()
+
+        # The retry tier starts before the main tier has joined its group, so
+        # the table is watched while the consumer starts, not after.
+        consumer = Consumer(config, {topic: no_op})
+        running = asyncio.create_task(consumer.run())
+        try:
+            # Polling the table all along would steal the database's CPU.
+            await all_handled.wait()
+            done = await wait_all_succeeded(conn, database)
+        finally:
+            await consumer.stop()
+            await running
+        assert first is not None
+        elapsed = done - first
+        print(
+            f"{args.rows} retries handled ({handled} handler calls) in {elapsed:.2f}s:"
+            f" {args.rows / elapsed:,.0f} retries/s (batch size {args.batch_size},"
+            f" {args.partitions} partition(s), ordering={args.ordering})"
+        )
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
+        await conn.close()
+
+
+def main() -> None:
+    asyncio.run(run(parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Rows of the retry table: the byte-exact codec and the SQL statements on them.
+
+Pure code (no I/O): turning a :class:`~kafka_retry.retry.base.Failure` into
+bind parameters and a claimed row back into a :class:`~kafka_retry.Message`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from kafka_retry.config import DatabaseConfig
+from kafka_retry.message import Header, Message, Provenance
+from kafka_retry.retry._pg_schema import quote
+from kafka_retry.retry.base import Failure
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+DEAD_LETTERED = "dead_lettered"
+STATES = (PENDING, SUCCEEDED, DEAD_LETTERED)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MILLISECOND = dt.timedelta(milliseconds=1)
+
+
+class Row(Protocol):
+    """A database row: an asyncpg ``Record`` or, in tests, a dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def to_datetime(epoch_ms: int) -> dt.datetime:
+    """Epoch milliseconds as an aware UTC datetime (exact: no float on the way)."""
+    return _EPOCH + dt.timedelta(milliseconds=epoch_ms)
+
+
+def to_epoch_ms(moment: dt.datetime) -> int:
+    """An aware datetime as epoch milliseconds (sub-millisecond parts dropped)."""
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+def clean_text(text: str) -> str:
+    """``text`` that PostgreSQL's ``text`` accepts: no NUL, no lone surrogates.
+
+    An error message may contain either; refusing the row would block the
+    message forever, so the offending characters are replaced.
+    """
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def encode_headers(headers: Iterable[Header]) -> tuple[list[bytes], list[bytes | None]]:
+    """Headers as two parallel arrays: names as UTF-8 bytes, values as given.
+
+    Names are stored as bytes so that any name survives, NUL included;
+    ``surrogateescape`` makes :func:`decode_headers` its exact inverse.
+    """
+    names: list[bytes] = []
+    values: list[bytes | None] = []
+    for name, value in headers:
+        names.append(name.encode("utf-8", "surrogateescape"))
+        values.append(None if value is None else bytes(value))
+    return names, values
+
+
+def decode_headers(
+    names: Sequence[bytes] | None, values: Sequence[bytes | None] | None
+) -> tuple[Header, ...]:
+    """The inverse of :func:`encode_headers`.
+
+    Raises:
+        ValueError: The arrays differ in length (the table's CHECK prevents it).
+    """
+    names = names or ()
+    values = values or ()
+    if len(names) != len(values):
+        raise ValueError(f"{len(names)} header names but {len(values)} values")
+    return tuple(
+        (name.decode("utf-8", "surrogateescape"), value)
+        for name, value in zip(names, values, strict=True)
+    )
+
+
+def affected_rows(status: str) -> int:
+    """The row count of a command status such as ``UPDATE 12``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def insert_params(failure: Failure, state: str, due_ms: int) -> tuple[object, ...]:
+    """Bind parameters of :attr:`Statements.insert` for ``failure``."""
+    message = failure.message
+    origin = failure.provenance(due_ms)
+    names, values = encode_headers(message.headers)
+    return (
+        failure.group,
+        message.main_topic,
+        origin.original_partition,
+        origin.original_offset,
+        message.key,
+        message.value,
+        names,
+        values,
+        origin.original_timestamp,
+        failure.attempts,
+        state,
+        to_datetime(due_ms),
+        to_datetime(failure.failed_at),
+        clean_text(failure.error_type),
+        clean_text(failure.error_message),
+    )
+
+
+def row_message(row: Row, group: str) -> Message:
+    """The Message a retry handler gets for a claimed row.
+
+    ``topic``, ``partition`` and ``offset`` are those of the original record
+    (there is no retry topic); ``attempt`` is one more than the attempts made.
+    """
+    attempts: int = row["attempts"]
+    provenance = Provenance(
+        attempts=attempts,
+        original_topic=row["main_topic"],
+        original_partition=row["kafka_partition"],
+        original_offset=row["kafka_offset"],
+        original_timestamp=row["message_timestamp"],
+        group=group,
+        failed_at=to_epoch_ms(row["failed_at"]),
+        due_at=to_epoch_ms(row["due_at"]),
+        error_type=row["last_error_type"],
+        error_message=row["last_error"],
+    )
+    return Message(
+        topic=row["main_topic"],
+        partition=row["kafka_partition"],
+        offset=row["kafka_offset"],
+        key=row["message_key"],
+        value=row["message_value"],
+        headers=decode_headers(row["header_names"], row["header_values"]),
+        timestamp=row["message_timestamp"],
+        main_topic=row["main_topic"],
+        attempt=attempts + 1,
+        provenance=provenance,
+    )
+
+
+def chain_indices(messages: Sequence[Message], ordering: str) -> list[list[int]]:
+    """Group a batch (in due order) into chains that run one after another inside.
+
+    ``"partition"``: one chain per main topic and partition; ``"key"``: one per
+    main topic and key (a null key is its own chain); ``"none"``: one per row.
+    """
+    chains: dict[object, list[int]] = {}
+    for index, message in enumerate(messages):
+        group: object
+        if ordering == "partition":
+            group = (message.main_topic, message.partition)
+        elif ordering == "key" and message.key is not None:
+            group = (message.main_topic, message.key)
+        else:
+            group = index
+        chains.setdefault(group, []).append(index)
+    return list(chains.values())
+
+
+_COLUMNS = (
+    "consumer_group, main_topic, kafka_partition, kafka_offset, message_key, message_value,"
+    " header_names, header_values, message_timestamp, attempts, state, due_at, failed_at,"
+    " last_error_type, last_error"
+)
+_RETURNED = (
+    "r.id, r.main_topic, r.kafka_partition, r.kafka_offset, r.message_key, r.message_value,"
+    " r.header_names, r.header_values, r.message_timestamp, r.attempts, r.due_at,"
+    " r.failed_at, r.last_error_type, r.last_error"
+)
+# Guards every write of a poller: the row is still ours, at our tier, and pending.
+_OURS = "r.claimed_by = $2 AND r.attempts = $3 AND r.state = 'pending'"
+
+
+@attrs.frozen
+class Statements:
+    """The SQL of the backend for one table; values always go in as parameters."""
+
+    table: str
+
+    @classmethod
+    def of(cls, database: DatabaseConfig) -> Statements:
+        """Statements on ``database``'s table (identifiers checked and quoted).
+
+        Raises:
+            ConfigError: The schema or table is not a plain identifier.
+        """
+        schema = quote(database.schema, "database.schema")
+        return cls(f"{schema}.{quote(database.table, 'database.table')}")
+
+    @property
+    def insert(self) -> str:
+        """Parameters: the 15 columns of :data:`_COLUMNS`, in order."""
+        placeholders = ", ".join(f"${n}" for n in range(1, 16))
+        return f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({placeholders})"
+
+    @property
+    def claim(self) -> str:
+        """$1 group, $2 attempts (the tier), $3 now, $4 limit, $5 lease end,
+        $6 worker id, $7 main topics. Returns the claimed rows."""
+        return (
+            f"WITH due AS (SELECT id FROM {self.table}"
+            " WHERE state = 'pending' AND consumer_group = $1 AND attempts = $2"
+            " AND due_at <= $3 AND (claimed_until IS NULL OR claimed_until <= $3)"
+            " AND main_topic = ANY($7::text[])"
+            " ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {self.table} AS r SET claimed_until = $5, claimed_by = $6,"
+            " updated_at = now()"
+            f" FROM due WHERE r.id = due.id RETURNING {_RETURNED}"
+        )
+
+    @property
+    def next_due(self) -> str:
+        """$1 group, $2 attempts, $3 now, $4 main topics: the earliest later due time."""
+        return (
+            f"SELECT due_at FROM {self.table}"
+            " WHERE state = 'pending' AND consumer_group = $1 AND attempts = $2"
+            " AND due_at > $3 AND main_topic = ANY($4::text[])"
+            " ORDER BY due_at LIMIT 1"
+        )
+
+    @property
+    def succeed(self) -> str:
+        """$1 ids, $2 worker id, $3 attempts (the tier)."""
+        return (
+            f"UPDATE {self.table} AS r SET state = 'succeeded', attempts = r.attempts + 1,"
+            " claimed_until = NULL, claimed_by = NULL, updated_at = now()"
+            f" WHERE r.id = ANY($1::bigint[]) AND {_OURS}"
+        )
+
+    @property
+    def fail(self) -> str:
+        """$1 ids, $2 worker id, $3 attempts (the tier), then per row: $4 state,
+        $5 due_at, $6 failed_at, $7 error type, $8 error text."""
+        return (
+            f"UPDATE {self.table} AS r SET state = u.state, attempts = r.attempts + 1,"
+            " due_at = u.due_at, failed_at = u.failed_at, last_error_type = u.error_type,"
+            " last_error = u.error, claimed_until = NULL, claimed_by = NULL,"
+            " updated_at = now()"
+            " FROM unnest($1::bigint[], $4::text[], $5::timestamptz[], $6::timestamptz[],"
+            " $7::text[], $8::text[]) AS u(id, state, due_at, failed_at, error_type, error)"
+            f" WHERE r.id = u.id AND {_OURS}"
+        )
+
+    @property
+    def extend(self) -> str:
+        """$1 ids, $2 worker id, $3 attempts (the tier), $4 new lease end."""
+        return (
+            f"UPDATE {self.table} AS r SET claimed_until = $4"
+            f" WHERE r.id = ANY($1::bigint[]) AND {_OURS}"
+        )
+
+    @property
+    def release(self) -> str:
+        """$1 ids, $2 worker id, $3 attempts (the tier): hand the rows back unhandled."""
+        return (
+            f"UPDATE {self.table} AS r SET claimed_until = NULL, claimed_by = NULL,"
+            f" updated_at = now() WHERE r.id = ANY($1::bigint[]) AND {_OURS}"
+        )
+
+    @property
+    def delete_succeeded(self) -> str:
+        """$1 group, $2 age in seconds, $3 most rows to delete at once."""
+        return (
+            f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM {self.table}"
+            " WHERE state = 'succeeded' AND consumer_group = $1"
+            " AND updated_at < now() - make_interval(secs => $2) LIMIT $3)"
+        )
+
+    @property
+    def counts(self) -> str:
+        """$1 group: rows per (state, attempts)."""
+        return (
+            f"SELECT state, attempts, count(*) AS n FROM {self.table}"
+            " WHERE consumer_group = $1 GROUP BY state, attempts"
+        )
+
+    @property
+    def dead_lettered_count(self) -> str:
+        """$1 group."""
+        return (
+            f"SELECT count(*) FROM {self.table}"
+            " WHERE consumer_group = $1 AND state = 'dead_lettered'"
+        )
