@@ -68,6 +68,8 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KAFKA_IDEMPOTENCE": ("idempotence", _bool("KAFKA_IDEMPOTENCE")),
     "KAFKA_MAX_IN_FLIGHT": ("max_in_flight", _number("KAFKA_MAX_IN_FLIGHT", int)),
     "KAFKA_ORDERING": ("ordering", _text),
+    "KAFKA_METRICS": ("metrics", _bool("KAFKA_METRICS")),
+    "KAFKA_METRICS_INTERVAL": ("metrics_interval", _number("KAFKA_METRICS_INTERVAL", float)),
 }
 
 #: Secrets: the variable, or ``<variable>_FILE`` naming a file that holds it.

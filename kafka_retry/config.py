@@ -42,6 +42,11 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | Non
         raise _fail(attribute.name, f"must be > 0, got {value!r}")
 
 
+def _flag(_inst: object, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise _fail(attribute.name, f"must be True or False, got {value!r}")
+
+
 def _identifier(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise _fail(
@@ -137,6 +142,10 @@ class DatabaseConfig:
 class Config:
     """Everything the consumer needs; see the configuration docs for each field.
 
+    ``metrics`` turns the Prometheus metrics on (the default) or off;
+    ``metrics_interval`` is how often, in seconds, the sampled gauges (lag,
+    in-flight handlers, retry-table rows) are refreshed.
+
     Raises:
         ConfigError: At construction, naming the first invalid field.
     """
@@ -179,6 +188,9 @@ class Config:
     error_max_length: int = attrs.field(default=4096)
     retry_batch_size: int = attrs.field(default=250)
     retry_lease: float = attrs.field(default=600.0, validator=_positive)
+    # Observability
+    metrics: bool = attrs.field(default=True, validator=_flag)
+    metrics_interval: float = attrs.field(default=5.0, validator=_positive)
 
     @bootstrap_servers.validator
     def _check_servers(self, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:

@@ -8,8 +8,8 @@ import enum
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, TypeVar
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kafka_retry._clock import Clock, SystemClock
 from kafka_retry._observe import NullObserver, Observer
@@ -21,6 +21,11 @@ from kafka_retry.runtime import _clients
 from kafka_retry.runtime._clients import AIOKafkaTransport, KafkaTransport
 from kafka_retry.runtime.dispatch import Dispatcher, Handler
 from kafka_retry.runtime.tier import KafkaTier, Tier
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from kafka_retry.metrics import Health, Metrics
 
 __all__ = ["Consumer", "ConsumerState"]
 
@@ -52,7 +57,10 @@ class Consumer:
         handlers: Handler per main topic; or register them with :meth:`handler`.
         clock: Time source (the in-memory test mode passes a virtual clock).
         transport: Makes the Kafka clients (the in-memory test mode passes its broker).
-        observer: Receives what happens (metrics); by default nothing does.
+        observer: Receives what happens; by default the Prometheus metrics of
+            ``registry`` do (nothing does with ``Config(metrics=False)``).
+        registry: Where the metrics live (default: prometheus_client's global
+            registry); they are created once per registry and shared by its consumers.
 
     Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
     ``async with consumer:`` to run it in the background of a block.
@@ -66,12 +74,21 @@ class Consumer:
         clock: Clock | None = None,
         transport: KafkaTransport | None = None,
         observer: Observer | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._clock: Clock = clock or SystemClock()
         self._transport: KafkaTransport = transport or AIOKafkaTransport()
+        self._metrics: Metrics | None = None
+        if config.metrics:
+            from kafka_retry.metrics import Metrics, PrometheusObserver
+
+            self._metrics = Metrics.for_registry(registry)
+            observer = observer or PrometheusObserver(self._metrics)
         self._observer: Observer = observer or NullObserver()
+        self._pool: Any = None  # the postgres backend's, for health and gauges
+        self._tier_tasks: dict[str, asyncio.Task[None]] = {}
         self._state = ConsumerState.NEW
         self._stop_requested = asyncio.Event()
         self._ready = asyncio.Event()
@@ -87,6 +104,11 @@ class Consumer:
     def state(self) -> ConsumerState:
         """The current :class:`ConsumerState`."""
         return self._state
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The handler of each main topic, as given or registered (read-only)."""
+        return MappingProxyType(self._handlers)
 
     def handler(self, topic: str) -> Callable[[H], H]:
         """Register the decorated ``async def (message) -> None`` as ``topic``'s handler."""
@@ -154,15 +176,45 @@ class Consumer:
         try:
             async with asyncio.TaskGroup() as group:
                 for tier in tiers:
-                    group.create_task(tier.run(), name=f"kafka-retry:{tier.name}")
+                    task = group.create_task(tier.run(), name=f"kafka-retry:{tier.name}")
+                    self._tier_tasks[tier.name] = task
                 group.create_task(self._watch_ready(tiers))
+                sampler = self._start_sampler(group, tiers)
                 await self._stop_requested.wait()
                 self._state = ConsumerState.STOPPING
+                if sampler is not None:
+                    sampler.cancel()
                 for tier in tiers:
                     tier.request_stop()
         except BaseExceptionGroup as group_error:
             # One tier crashed (or several); surface the first as itself.
             raise group_error.exceptions[0] from group_error
+
+    def _start_sampler(
+        self, group: asyncio.TaskGroup, tiers: list[Tier]
+    ) -> asyncio.Task[None] | None:
+        if self._metrics is None:
+            return None
+        from kafka_retry.runtime.monitor import GaugeSampler
+
+        sampler = GaugeSampler(self._metrics, self.config, tiers, self._pool)
+        return group.create_task(sampler.run(), name="kafka-retry:metrics")
+
+    async def health(self, stale_after: float | None = None) -> Health:
+        """A snapshot for liveness and readiness probes; pings the database if there is one.
+
+        Args:
+            stale_after: Seconds after which a Kafka tier's last poll makes the
+                consumer not live; default: twice the rebalance timeout (a
+                rebalance may hold the poll that long).
+        """
+        from kafka_retry.runtime.monitor import health
+
+        if stale_after is None:
+            stale_after = 2 * self.config.effective_rebalance_timeout_ms / 1000
+        return await health(
+            self._state, self._tiers, self._tier_tasks, self._pool, self._clock, stale_after
+        )
 
     async def _watch_ready(self, tiers: list[Tier]) -> None:
         await asyncio.gather(*(tier.ready.wait() for tier in tiers))
@@ -180,7 +232,10 @@ class Consumer:
         if config.retry_backend == "postgres":
             from kafka_retry.retry.postgres import open_postgres_backend
 
-            backend = await open_postgres_backend(config, self._handlers, self._clock, stack)
+            backend = await open_postgres_backend(
+                config, self._handlers, self._clock, stack, self._observer
+            )
+            self._pool = backend.pool
             retry, dead_letters, retry_tiers = backend.retry, backend.dead_letters, backend.tiers
         else:
             forwarder = KafkaForwarder(

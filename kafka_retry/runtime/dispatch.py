@@ -159,6 +159,7 @@ class Dispatcher:
                 "partition": message.partition,
                 "offset": message.offset,
                 "attempt": message.attempt,
+                "tier": self.tier,
                 "main_topic": message.main_topic,
                 "error_type": error_type,
             },

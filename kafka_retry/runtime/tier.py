@@ -111,6 +111,9 @@ class KafkaTier:
         self._paused: dict[TopicPartition, set[str]] = {}
         self._timers: dict[TopicPartition, Cancellable] = {}
         self._committed: dict[TopicPartition, int] = {}
+        # First offset fetched per partition since its assignment: the lag base
+        # while nothing is done yet.
+        self._first: dict[TopicPartition, int] = {}
         self._high_water = max(1, config.max_in_flight)
         self._permits = asyncio.Semaphore(config.max_in_flight)
         self._stopping = False
@@ -123,6 +126,31 @@ class KafkaTier:
     def assignment(self) -> frozenset[TopicPartition]:
         """The partitions this tier holds now."""
         return frozenset(self._workers)
+
+    @property
+    def in_flight(self) -> int:
+        """Handler calls running now."""
+        return self._dispatcher.running
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet done per held partition: high-water mark minus done position.
+
+        The high-water mark comes with fetch responses, so a paused partition's
+        lag is as of its last fetch; a partition not fetched yet is left out.
+        """
+        held = self._consumer.assignment()
+        lags: dict[TopicPartition, int] = {}
+        for tp, worker in self._workers.items():
+            if tp not in held:
+                continue  # being revoked
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            done = worker.position()
+            if done is None:
+                done = self._first.get(tp, high)
+            lags[tp] = max(0, high - done)
+        return lags
 
     def request_stop(self) -> None:
         """Ask the poll loop to end; :meth:`run` then drains, commits and closes."""
@@ -163,6 +191,8 @@ class KafkaTier:
         worker = self._workers.get(tp)
         if worker is None:
             return  # revoked meanwhile: the next owner resumes from the committed offset
+        if records and tp not in self._first:
+            self._first[tp] = records[0].offset
         if _DUE in self._paused.get(tp, ()):
             return  # fetched before the seek back; the fetch position is already before them
         if self._delay_ms is not None:
@@ -228,7 +258,12 @@ class KafkaTier:
                 worker.start().add_done_callback(self._worker_ended)
         self.rebalances += 1
         self._observer.rebalanced(self.name)
-        log.info("tier %s assigned %s", self.name, sorted(str(tp) for tp in assigned))
+        log.info(
+            "tier %s assigned %s",
+            self.name,
+            sorted(str(tp) for tp in assigned),
+            extra={"tier": self.name},
+        )
         self.ready.set()
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
@@ -242,6 +277,7 @@ class KafkaTier:
             del self._workers[tp]
             self._paused.pop(tp, None)
             self._committed.pop(tp, None)
+            self._first.pop(tp, None)
             timer = self._timers.pop(tp, None)
             if timer is not None:
                 timer.cancel()
@@ -260,7 +296,12 @@ class KafkaTier:
             await self._consumer.commit(offsets)
         except KafkaError as exc:
             self._observer.commit_failed(self.name)
-            log.warning("tier %s: commit failed: %s", self.name, exc)
+            log.warning(
+                "tier %s: commit failed: %s",
+                self.name,
+                exc,
+                extra={"tier": self.name, "error_type": type(exc).__name__},
+            )
             return
         self._committed.update(offsets)
 

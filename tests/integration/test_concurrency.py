@@ -36,7 +36,9 @@ async def test_key_ordering_keeps_each_keys_sequence(kafka_service: Any) -> None
     topic = fresh()
     bootstrap = kafka_service.bootstrap_servers
     await create_topics(bootstrap, topic, partitions=2)
-    records = [(f"key-{i % 100}".encode(), str(i).encode(), []) for i in range(10_000)]
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
+        (f"key-{i % 100}".encode(), str(i).encode(), []) for i in range(10_000)
+    ]
     await produce(bootstrap, topic, records)
     config = config_for(kafka_service, topics=[topic], ordering="key", max_in_flight=50)
     seen: dict[bytes, list[int]] = defaultdict(list)

@@ -1,0 +1,96 @@
+"""Per-message counts kept as plain numbers, turned into Prometheus metrics at scrape time.
+
+A ``prometheus_client`` counter increment and histogram observation take a
+lock each, which costs about as much as dispatching the message itself. The
+consumer's handlers all run on one event loop thread, so the per-message
+numbers live in dicts here and :class:`EventCollector` reads them when the
+registry is collected.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from itertools import accumulate
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
+
+HANDLED = "kafka_retry_messages_handled"
+HANDLED_DOC = "Messages whose attempt ended, by main topic, tier and outcome."
+DURATION = "kafka_retry_handler_duration_seconds"
+DURATION_DOC = "Time spent in the handler, by main topic and tier."
+
+
+class _Durations:
+    """One histogram series: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+
+class EventTally:
+    """Handled messages per (tier, topic, outcome) and handler durations per (tier, topic).
+
+    Written from the event loop thread only; a scrape from another thread reads
+    a copy, so it may miss the message being counted right then, nothing more.
+
+    Args:
+        bounds: The histogram's finite upper bounds, ascending.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.handled: dict[tuple[str, str, str], int] = {}
+        self.durations: dict[tuple[str, str], _Durations] = {}
+
+    def count(self, tier: str, topic: str, outcome: str) -> None:
+        """One more attempt of ``topic`` ended on ``tier`` with ``outcome``."""
+        key = (tier, topic, outcome)
+        handled = self.handled
+        handled[key] = handled.get(key, 0) + 1
+
+    def observe(self, tier: str, topic: str, seconds: float) -> None:
+        """One more handler call of ``topic`` on ``tier`` took ``seconds``."""
+        series = self.durations.get((tier, topic))
+        if series is None:
+            series = self.durations[tier, topic] = _Durations(len(self.bounds) + 1)
+        series.total += seconds
+        series.counts[bisect_left(self.bounds, seconds)] += 1
+
+
+class EventCollector:
+    """Exposes an :class:`EventTally` as a counter and a histogram (a registry collector)."""
+
+    def __init__(self, tally: EventTally) -> None:
+        self._tally = tally
+        # The same ``le`` spelling as prometheus_client's own histograms ("1.0", "+Inf").
+        les = [floatToGoString(bound) for bound in tally.bounds]  # type: ignore[no-untyped-call]
+        self._les: list[str] = [*les, "+Inf"]
+
+    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(HANDLED, HANDLED_DOC, labels=("topic", "tier", "outcome")),
+            HistogramMetricFamily(DURATION, DURATION_DOC, labels=("topic", "tier")),
+        )
+
+    def describe(self) -> list[Metric]:
+        """The two families, without samples (for the registry's duplicate check)."""
+        return list(self._families())
+
+    def collect(self) -> list[Metric]:
+        """The current counts."""
+        handled, durations = self._families()
+        for (tier, topic, outcome), number in dict(self._tally.handled).items():
+            handled.add_metric([topic, tier, outcome], number)
+        for (tier, topic), series in dict(self._tally.durations).items():
+            cumulative = list(accumulate(series.counts))
+            buckets = list(zip(self._les, cumulative, strict=True))
+            durations.add_metric([topic, tier], buckets, series.total)
+        return [handled, durations]
