@@ -28,11 +28,20 @@ DURATION_DOC = "Time spent in the handler, by main topic and tier."
 class _Durations:
     """One histogram series: a count per bucket (not cumulative) and the sum."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("bounds", "counts", "successes", "total")
 
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * buckets
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
+        #: Successful calls, counted here rather than in ``handled`` to save a lookup.
+        self.successes = 0
+
+    def success(self, seconds: float) -> None:
+        """One more successful call that took ``seconds``."""
+        self.successes += 1
+        self.total += seconds
+        self.counts[bisect_left(self.bounds, seconds)] += 1
 
 
 class EventTally:
@@ -56,11 +65,16 @@ class EventTally:
         handled = self.handled
         handled[key] = handled.get(key, 0) + 1
 
-    def observe(self, tier: str, topic: str, seconds: float) -> None:
-        """One more handler call of ``topic`` on ``tier`` took ``seconds``."""
+    def series(self, tier: str, topic: str) -> _Durations:
+        """The duration series of ``topic`` on ``tier`` (created on first use)."""
         series = self.durations.get((tier, topic))
         if series is None:
-            series = self.durations[tier, topic] = _Durations(len(self.bounds) + 1)
+            series = self.durations[tier, topic] = _Durations(self.bounds)
+        return series
+
+    def observe(self, tier: str, topic: str, seconds: float) -> None:
+        """One more handler call of ``topic`` on ``tier`` took ``seconds``."""
+        series = self.series(tier, topic)
         series.total += seconds
         series.counts[bisect_left(self.bounds, seconds)] += 1
 
@@ -87,9 +101,15 @@ class EventCollector:
     def collect(self) -> list[Metric]:
         """The current counts."""
         handled, durations = self._families()
-        for (tier, topic, outcome), number in dict(self._tally.handled).items():
+        counts = dict(self._tally.handled)
+        series_now = dict(self._tally.durations)
+        for (tier, topic), series in series_now.items():
+            if series.successes:
+                key = (tier, topic, "success")
+                counts[key] = counts.get(key, 0) + series.successes
+        for (tier, topic, outcome), number in counts.items():
             handled.add_metric([topic, tier, outcome], number)
-        for (tier, topic), series in dict(self._tally.durations).items():
+        for (tier, topic), series in series_now.items():
             cumulative = list(accumulate(series.counts))
             buckets = list(zip(self._les, cumulative, strict=True))
             durations.add_metric([topic, tier], buckets, series.total)

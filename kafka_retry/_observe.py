@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 Outcome = Literal["success", "retry", "dead_letter"]
@@ -10,8 +11,17 @@ Outcome = Literal["success", "retry", "dead_letter"]
 class Observer(Protocol):
     """Receives what happens in the pipeline. Every method must be cheap and never raise."""
 
+    def success_recorder(self, tier: str, topic: str) -> Callable[[float], None]:
+        """A function to call with the duration of each successful handler call.
+
+        The hot path: asked once per tier and topic, then called once per
+        successful message (it counts it as ``handled`` with outcome ``success``
+        and observes its duration), with no lookups per message.
+        """
+        ...
+
     def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
-        """A handler call on ``tier`` for main topic ``topic`` took ``seconds``."""
+        """A failed handler call on ``tier`` for main topic ``topic`` took ``seconds``."""
 
     def handled(self, tier: str, topic: str, outcome: Outcome) -> None:
         """A message ended its attempt on ``tier`` with ``outcome``."""
@@ -26,8 +36,15 @@ class Observer(Protocol):
         """``tier`` got a new partition assignment."""
 
 
+def _ignore(seconds: float) -> None:
+    pass
+
+
 class NullObserver:
     """Reports nowhere."""
+
+    def success_recorder(self, tier: str, topic: str) -> Callable[[float], None]:
+        return _ignore
 
     def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
         pass

@@ -151,9 +151,9 @@ class ConcurrentPartitionWorker:
                 record.headers,
                 record.timestamp,
             )
-            handoff = await dispatcher.run(message)
-            if handoff is not None:
-                await handoff
+            error = await dispatcher.invoke(message)
+            if error is not None:
+                await dispatcher.route(dispatcher.failure(message, error))
             slot.done = True
         finally:
             self._permits.release()

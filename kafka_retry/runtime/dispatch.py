@@ -51,8 +51,9 @@ class Dispatcher:
         tier: str = "main",
     ) -> None:
         self._config = config
-        self._observer: Observer = observer or NullObserver()
+        self.observer: Observer = observer or NullObserver()
         self.tier = tier
+        self._recorders: dict[str, Callable[[float], None]] = {}
         #: Handler calls running right now.
         self.running = 0
         self._handlers = handlers
@@ -84,7 +85,12 @@ class Dispatcher:
         timestamp: int,
     ) -> Message:
         """The Message a handler gets for a record of this tier."""
-        original, ours = split_headers(headers) if headers else ((), {})
+        if not headers:  # the common case, kept cheap: positional, nothing to parse
+            return Message(
+                topic, partition, offset, key, value, (), timestamp, self._main_of[topic],
+                self._attempt, None,
+            )  # fmt: skip
+        original, ours = split_headers(headers)
         provenance = decode_provenance(ours) if self._attempt > 1 and ours else None
         return Message(
             topic=topic,
@@ -114,29 +120,57 @@ class Dispatcher:
         swallowed as a retry. Cancellation of the calling task propagates too.
         """
         topic = message.main_topic
-        handler = self._handlers[topic]
-        observer = self._observer
+        timeout = self._timeout
         self.running += 1
         started = perf_counter()
         try:
-            if self._timeout is None:
-                await handler(message)
+            if timeout is None:
+                await self._handlers[topic](message)
             else:
-                async with asyncio.timeout(self._timeout):
-                    await handler(message)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            # The handler cancelled itself (say, a cancelled inner task): a failure.
-            return exc
-        except Exception as exc:
-            return exc
+                async with asyncio.timeout(timeout):
+                    await self._handlers[topic](message)
+        except BaseException as exc:
+            return self.caught(exc, topic, started)
         finally:
             self.running -= 1
-            observer.handler_duration(self.tier, topic, perf_counter() - started)
-        observer.handled(self.tier, topic, "success")
+        recorder = self._recorders.get(topic)
+        if recorder is None:
+            recorder = self._recorders[topic] = self.success_recorder(topic)
+        recorder(perf_counter() - started)
         return None
+
+    def success_recorder(self, topic: str) -> Callable[[float], None]:
+        """The observer's per-message hook for successes of main topic ``topic``."""
+        return self.observer.success_recorder(self.tier, topic)
+
+    def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
+        """Classify what a handler raised: return it as a failure, or re-raise it.
+
+        Re-raised: cancellation of the calling task, and ``BaseException``
+        subclasses that are not ``Exception`` (KeyboardInterrupt, SystemExit).
+        A handler that cancelled itself (say, a cancelled inner task) failed.
+        """
+        if isinstance(error, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise error
+        elif not isinstance(error, Exception):
+            raise error
+        self.observer.handler_duration(self.tier, topic, perf_counter() - started)
+        return error
+
+    @property
+    def timed(self) -> bool:
+        """Whether handler calls run under ``handler_timeout``."""
+        return self._timeout is not None
+
+    def main_topic_of(self, topic: str) -> str:
+        """The main topic whose handler runs for records of ``topic``."""
+        return self._main_of[topic]
+
+    def handlers_by_topic(self) -> dict[str, Handler]:
+        """The handler that runs for records of each topic this tier reads."""
+        return {topic: self._handlers[main] for topic, main in self._main_of.items()}
 
     def failure(self, message: Message, error: BaseException) -> Failure:
         """Describe a failed attempt (and log it): final when non-retryable or exhausted."""
@@ -144,7 +178,7 @@ class Dispatcher:
         if isinstance(error, TimeoutError) and self._timeout is not None:
             error_message = f"handler timed out after {self._timeout}s"
         final = self._exhausted or isinstance(error, self._non_retryable)
-        self._observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
+        self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
         log.warning(
             "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
             message.topic,
