@@ -28,18 +28,22 @@ DURATION_DOC = "Time spent in the handler, by main topic and tier."
 class _Durations:
     """One histogram series: a count per bucket (not cumulative) and the sum."""
 
-    __slots__ = ("bounds", "counts", "successes", "total")
+    __slots__ = ("bounds", "counts", "failures", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
-        #: Successful calls, counted here rather than in ``handled`` to save a lookup.
-        self.successes = 0
+        #: Failed calls; the rest of the observations are the successes.
+        self.failures = 0
+
+    @property
+    def successes(self) -> int:
+        """Successful calls: derived at scrape time, so the hot path does one add less."""
+        return sum(self.counts) - self.failures
 
     def success(self, seconds: float) -> None:
         """One more successful call that took ``seconds``."""
-        self.successes += 1
         self.total += seconds
         self.counts[bisect_left(self.bounds, seconds)] += 1
 
@@ -73,8 +77,9 @@ class EventTally:
         return series
 
     def observe(self, tier: str, topic: str, seconds: float) -> None:
-        """One more handler call of ``topic`` on ``tier`` took ``seconds``."""
+        """One more failed handler call of ``topic`` on ``tier`` took ``seconds``."""
         series = self.series(tier, topic)
+        series.failures += 1
         series.total += seconds
         series.counts[bisect_left(self.bounds, seconds)] += 1
 
