@@ -4,30 +4,38 @@ from __future__ import annotations
 
 from kafka_retry.config import Config, DatabaseConfig
 from kafka_retry.errors import (
+    AuthenticationError,
     ConfigError,
     ConsumerStateError,
+    DeadLetterError,
     KafkaRetryError,
     NonRetryableError,
+    SecurityError,
     ServiceUnavailableError,
     SetupError,
+    TLSError,
 )
 from kafka_retry.message import Message, Provenance
 from kafka_retry.runtime.consumer import Consumer, ConsumerState
 from kafka_retry.topology import TopicChain, default_topic_name
 
 __all__ = [
+    "AuthenticationError",
     "Config",
     "ConfigError",
     "Consumer",
     "ConsumerState",
     "ConsumerStateError",
     "DatabaseConfig",
+    "DeadLetterError",
     "KafkaRetryError",
     "Message",
     "NonRetryableError",
     "Provenance",
+    "SecurityError",
     "ServiceUnavailableError",
     "SetupError",
+    "TLSError",
     "TopicChain",
     "default_topic_name",
 ]

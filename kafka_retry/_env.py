@@ -91,16 +91,27 @@ DATABASE_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_SSLKEY": ("sslkey", _text),
 }
 
+#: Database secrets, read like :data:`SECRET_VARIABLES`.
+DATABASE_SECRETS: dict[str, str] = {
+    "DATABASE_PASSWORD": "password",
+    "DATABASE_SSLPASSWORD": "sslpassword",
+}
+
 
 def read_secret(env: Mapping[str, str], variable: str) -> str | None:
     """The value of ``variable``, or the contents of the file ``<variable>_FILE`` names.
 
+    Line breaks at the end of the file are dropped, as editors and ``echo`` add them.
+
     Raises:
-        ConfigError: The file cannot be read (names the variable, not the secret).
+        ConfigError: Both are set, or the file cannot be read (names the
+            variable, never the secret).
     """
-    if variable in env:
-        return env[variable]
     path = env.get(f"{variable}_FILE")
+    if variable in env:
+        if path is not None:
+            raise ConfigError(variable, f"set either {variable} or {variable}_FILE, not both")
+        return env[variable]
     if path is None:
         return None
     try:
@@ -144,9 +155,10 @@ def database_from_env(env: Mapping[str, str]) -> Any:
     for variable, (field, parse) in DATABASE_VARIABLES.items():
         if variable in env:
             overrides[field] = parse(env[variable])
-    password = read_secret(env, "DATABASE_PASSWORD")
-    if password is not None:
-        overrides["password"] = password
+    for variable, field in DATABASE_SECRETS.items():
+        secret = read_secret(env, variable)
+        if secret is not None:
+            overrides[field] = secret
     url = env.get("DATABASE_URL")
     if url:
         return DatabaseConfig.from_url(url, **overrides)

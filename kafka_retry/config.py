@@ -77,7 +77,8 @@ class DatabaseConfig:
 
     ``host`` may be a directory, which means a Unix socket there.
     ``sslmode`` takes libpq's values (``disable`` … ``verify-full``);
-    ``sslrootcert`` / ``sslcert`` / ``sslkey`` name certificate files.
+    ``sslrootcert`` / ``sslcert`` / ``sslkey`` name certificate files;
+    ``sslpassword`` decrypts an encrypted ``sslkey``.
     """
 
     host: str = attrs.field(default="localhost")
@@ -91,6 +92,7 @@ class DatabaseConfig:
     sslrootcert: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
+    sslpassword: str | None = attrs.field(default=None, repr=False)
 
     @port.validator
     def _check_port(self, attribute: attrs.Attribute[int], value: int) -> None:
@@ -126,7 +128,7 @@ class DatabaseConfig:
             "password": unquote(parts.password) if parts.password else query.get("password"),
             "database": unquote(parts.path.lstrip("/")) or "postgres",
         }
-        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"):
             if key in query:
                 fields[key] = query[key]
         fields.update(overrides)

@@ -265,7 +265,11 @@ def _hands_out_producer_ids(host: str, port: int) -> bool:
 
 
 def start_kafka(
-    kind: str | None = None, state_dir: Path | str | None = None, *, timeout: float = 120.0
+    kind: str | None = None,
+    state_dir: Path | str | None = None,
+    *,
+    timeout: float = 120.0,
+    keep_data: bool = False,
 ) -> KafkaService:
     """Return a reachable broker, starting one unless it runs already.
 
@@ -273,6 +277,9 @@ def start_kafka(
         kind: ``kafka`` or ``tansu``; see :func:`select_broker` for the default.
         state_dir: Where pid records, data and logs live; see :func:`default_state_dir`.
         timeout: Seconds to wait for a new broker to answer (jar downloads excluded).
+        keep_data: Restart Apache Kafka on the topics, offsets and port it had
+            when stopped with ``stop("kafka", keep_data=True)``, instead of on
+            fresh storage.
 
     Raises:
         DevstackError: If the broker cannot be started; the message names its log.
@@ -292,7 +299,12 @@ def start_kafka(
             return _launch.tansu(service_dir, log=log, timeout=timeout)
         maven_log = _log(root, "maven")
         return _launch.apache_kafka(
-            service_dir, log=log, maven_log=maven_log, env=os.environ, timeout=timeout
+            service_dir,
+            log=log,
+            maven_log=maven_log,
+            env=os.environ,
+            timeout=timeout,
+            keep_data=keep_data,
         )
 
     record = _ensure(root, chosen, launch)
@@ -301,11 +313,13 @@ def start_kafka(
 
 
 def start_postgres(
-    state_dir: Path | str | None = None, *, timeout: float = 60.0
+    state_dir: Path | str | None = None, *, timeout: float = 60.0, port: int | None = None
 ) -> PostgresService:
     """Return a reachable database, starting a local cluster unless one runs already.
 
-    ``$DATABASE_URL``, when set, is used as it is (``external``).
+    ``$DATABASE_URL``, when set, is used as it is (``external``). A new server
+    listens on ``port`` if given and free (say, the one it had before a stop:
+    the cluster is kept), else on 5432 or, if taken, a free port.
 
     Raises:
         DevstackError: If no cluster can be created or started; the message
@@ -320,7 +334,7 @@ def start_postgres(
 
     def launch(service_dir: Path) -> _proc.Record:
         log = _log(root, "postgres")
-        return _launch.postgresql(service_dir, log=log, env=os.environ, timeout=timeout)
+        return _launch.postgresql(service_dir, log=log, env=os.environ, timeout=timeout, port=port)
 
     record = _ensure(root, "postgres", launch)
     check_postgres_reachable(record.address, timeout=10.0)
@@ -348,10 +362,13 @@ def is_running(name: ServiceName, state_dir: Path | str | None = None) -> bool:
     return record is not None and _proc.is_alive(record.pid, record.marker)
 
 
-def stop(name: ServiceName, state_dir: Path | str | None = None) -> bool:
+def stop(
+    name: ServiceName, state_dir: Path | str | None = None, *, keep_data: bool = False
+) -> bool:
     """Stop the devstack service ``name``; return whether it was running.
 
-    A stopped Kafka broker's data is deleted; PostgreSQL keeps its cluster.
+    A stopped Kafka broker's data is deleted unless ``keep_data`` (for a later
+    ``start_kafka(..., keep_data=True)``); PostgreSQL keeps its cluster.
     """
     service_dir = _root(state_dir) / name
     if not service_dir.is_dir():
@@ -362,7 +379,7 @@ def stop(name: ServiceName, state_dir: Path | str | None = None) -> bool:
             record.pid, record.marker, sig=_STOP_SIGNALS.get(name, signal.SIGTERM)
         )
         _proc.clear_record(service_dir)
-        if name == "kafka":
+        if name == "kafka" and not keep_data:
             shutil.rmtree(service_dir / "data", ignore_errors=True)
     return stopped
 

@@ -9,19 +9,27 @@ aiokafka and asyncpg are translated at the boundary with ``raise ... from exc``.
     ├── ConfigError            bad settings, found before any connection
     ├── SetupError             handlers or topics do not match the config
     ├── ServiceUnavailableError  Kafka or PostgreSQL unreachable after the bound
+    ├── SecurityError          reached, but the connection cannot be secured or authenticated
+    │   ├── TLSError           TLS handshake refused: untrusted certificate, wrong host name, ...
+    │   └── AuthenticationError  credentials refused (SASL, PostgreSQL password or certificate)
     ├── ConsumerStateError     a lifecycle call that the state forbids
+    ├── DeadLetterError        a dead-letter operation that cannot be done
     └── NonRetryableError      raised by a handler: dead-letter at once
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
     "ConsumerStateError",
+    "DeadLetterError",
     "KafkaRetryError",
     "NonRetryableError",
+    "SecurityError",
     "ServiceUnavailableError",
     "SetupError",
+    "TLSError",
 ]
 
 
@@ -59,8 +67,50 @@ class ServiceUnavailableError(KafkaRetryError):
         self.address = address
 
 
+class SecurityError(KafkaRetryError):
+    """Raised when a server answers but the connection cannot be secured or authenticated.
+
+    Retrying cannot fix this, so it is raised at the first attempt, not after
+    the connection bound. The message names the address and the problem, never
+    a password or key.
+
+    Attributes:
+        address: The address (or addresses) concerned.
+    """
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class TLSError(SecurityError):
+    """Raised when a TLS handshake fails.
+
+    The server's certificate is not trusted or not for this host name, the
+    server refuses the client certificate (or its absence), or one side does
+    not speak TLS.
+    """
+
+
+class AuthenticationError(SecurityError):
+    """Raised when the server refuses the credentials.
+
+    A wrong SASL username or password, a SASL mechanism the listener does not
+    offer, a PostgreSQL password or client certificate that is refused, or no
+    ``pg_hba.conf`` rule that admits the connection.
+    """
+
+
 class ConsumerStateError(KafkaRetryError, RuntimeError):
     """Raised when a lifecycle call is not allowed in the consumer's current state."""
+
+
+class DeadLetterError(KafkaRetryError):
+    """Raised when a dead letter cannot be found, listed, replayed or purged as asked.
+
+    For example: an unknown id, a filter the backend cannot apply, or a broker
+    that does not support deleting records.
+    """
 
 
 class NonRetryableError(KafkaRetryError):

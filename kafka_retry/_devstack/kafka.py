@@ -3,7 +3,9 @@
 No distribution tarball is needed: Maven resolves ``kafka_2.13`` and its
 runtime dependencies into a cache directory, and the broker runs straight from
 that class path. The storage is formatted afresh on every start, so a stopped
-devstack broker forgets its topics; tests use fresh names anyway.
+devstack broker forgets its topics; tests use fresh names anyway. A restart
+that keeps the data (the fault tests' broker outage) reuses the formatted
+storage and the configuration, and so the same ports.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -177,6 +180,20 @@ def write_config(service_dir: Path, *, port: int, controller_port: int) -> Path:
     )
     (service_dir / "log4j2.properties").write_text(_LOG4J2)
     return properties
+
+
+def formatted_config(service_dir: Path) -> tuple[Path, int] | None:
+    """The configuration and client port of storage formatted before, if any.
+
+    Returns:
+        ``(server.properties, port)`` when ``service_dir`` holds formatted
+        storage and the configuration it was formatted with; else None.
+    """
+    properties = service_dir / "server.properties"
+    if not (service_dir / "data" / "meta.properties").is_file() or not properties.is_file():
+        return None
+    found = re.search(r"^listeners=PLAINTEXT://[^:,]+:(\d+)", properties.read_text(), re.MULTILINE)
+    return None if found is None else (properties, int(found.group(1)))
 
 
 def java_command(service_dir: Path, libs: Path, main_class: str, *args: str) -> list[str]:

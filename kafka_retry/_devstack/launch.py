@@ -61,14 +61,28 @@ def _await_broker(
 
 
 def apache_kafka(
-    service_dir: Path, *, log: Path, maven_log: Path, env: Mapping[str, str], timeout: float
+    service_dir: Path,
+    *,
+    log: Path,
+    maven_log: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    keep_data: bool = False,
 ) -> proc.Record:
-    """Fetch the jars if needed, format fresh storage and start a KRaft broker."""
+    """Fetch the jars if needed, format fresh storage and start a KRaft broker.
+
+    With ``keep_data``, storage formatted before is reused with its
+    configuration (so its ports too); fresh storage is formatted only if none is there.
+    """
     version = env.get("KAFKA_RETRY_KAFKA_VERSION", kafka.DEFAULT_VERSION)
     libs = kafka.ensure_libs(version, kafka.cache_root(env), maven_log)
-    port = announced_port(KAFKA_PORT, "Kafka")
-    properties = kafka.write_config(service_dir, port=port, controller_port=proc.pick_port())
-    kafka.format_storage(service_dir, libs, properties, log)
+    previous = kafka.formatted_config(service_dir) if keep_data else None
+    if previous is not None:
+        properties, port = previous
+    else:
+        port = announced_port(KAFKA_PORT, "Kafka")
+        properties = kafka.write_config(service_dir, port=port, controller_port=proc.pick_port())
+        kafka.format_storage(service_dir, libs, properties, log)
     command = kafka.java_command(service_dir, libs, "kafka.Kafka", str(properties))
     process = proc.spawn(command, log_path=log, cwd=service_dir)
     idempotence = _supervise(process, lambda: _await_broker(process, port, "Kafka", timeout, log))
@@ -101,14 +115,19 @@ def tansu(service_dir: Path, *, log: Path, timeout: float) -> proc.Record:
 
 
 def postgresql(
-    service_dir: Path, *, log: Path, env: Mapping[str, str], timeout: float
+    service_dir: Path,
+    *,
+    log: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    port: int | None = None,
 ) -> proc.Record:
-    """Create the cluster once, then serve it on a loopback TCP port."""
+    """Create the cluster once, then serve it on a loopback TCP port (``port`` if free)."""
     binaries = postgres.find_binaries(env)
     who = postgres.owner()
     data = postgres.data_dir(service_dir, who)
     postgres.init_cluster(binaries, data, who, log)
-    port = announced_port(POSTGRES_PORT, "PostgreSQL")
+    port = announced_port(port or POSTGRES_PORT, "PostgreSQL")
     command = postgres.server_command(binaries, data, port)
     process = proc.spawn(command, log_path=log, cwd=data.parent, user=who)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -13,7 +14,13 @@ import attrs
 
 from kafka_retry._clock import Clock
 from kafka_retry.config import DatabaseConfig
-from kafka_retry.errors import ConfigError, ServiceUnavailableError
+from kafka_retry.errors import (
+    AuthenticationError,
+    ConfigError,
+    SecurityError,
+    ServiceUnavailableError,
+    TLSError,
+)
 
 log = logging.getLogger("kafka_retry")
 
@@ -22,13 +29,17 @@ T = TypeVar("T")
 #: Errors after which an operation is worth trying again: the connection broke,
 #: the server is restarting or overloaded, a serialization conflict. Retrying a
 #: statement that can never succeed (say, a dropped table) only logs until an
-#: operator steps in, which beats losing the message.
+#: operator steps in, which beats losing the message. asyncpg raises
+#: InternalClientError too when the server ends a session mid-operation.
 TRANSIENT: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 
+#: TLS errors of a connection cut short (a restarting server): retried, not refused.
+_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 # One TCP/TLS/auth handshake; without it a black-holed host hangs for a minute.
 _CONNECT_TIMEOUT = 10.0
 _POOL_CLOSE_TIMEOUT = 10.0
@@ -80,14 +91,42 @@ def ssl_option(database: DatabaseConfig) -> ssl.SSLContext | str | bool:
     else:
         context.verify_mode = ssl.CERT_NONE
     if database.sslcert:
-        _load(
-            lambda path: context.load_cert_chain(path, database.sslkey),
-            "database.sslcert",
-            database.sslcert,
-        )
+        _load_client_certificate(context, database)
     elif database.sslkey:
         raise ConfigError("database.sslkey", "a client key needs its certificate (sslcert)")
     return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, database: DatabaseConfig) -> None:
+    key = database.sslkey or database.sslcert
+    encrypted = _is_encrypted(key)
+    if encrypted and not database.sslpassword:
+        raise ConfigError("database.sslpassword", f"the key in {key} is encrypted: set it")
+
+    def no_password() -> bytes:
+        return b""  # keeps OpenSSL from prompting on the terminal
+
+    password = database.sslpassword or no_password
+    try:
+        context.load_cert_chain(database.sslcert or "", database.sslkey, password)
+    except (OSError, ssl.SSLError) as exc:
+        if encrypted and isinstance(exc, ssl.SSLError):
+            reason = f"cannot decrypt the key in {key} (wrong sslpassword?)"
+            raise ConfigError("database.sslpassword", reason) from exc
+        field = "database.sslkey" if database.sslkey and not _readable(key) else "database.sslcert"
+        raise ConfigError(field, f"cannot load {database.sslcert!r} / {key!r}: {exc}") from exc
+
+
+def _readable(path: str | None) -> bool:
+    return bool(path) and os.access(str(path), os.R_OK)
+
+
+def _is_encrypted(path: str | None) -> bool:
+    try:
+        with open(str(path), "rb") as handle:
+            return b"ENCRYPTED" in handle.read(64 * 1024)
+    except OSError:
+        return False
 
 
 def _load(loader: Callable[[str], Any], field: str, path: str | None) -> None:
@@ -120,7 +159,12 @@ async def within_bound(
 ) -> T:
     """Call ``start`` until it succeeds, at most ``attempts`` times, ``interval`` s apart.
 
+    A TLS or authentication failure is raised at once: retrying cannot fix it.
+
     Raises:
+        TLSError: The TLS handshake failed or the server does not offer TLS.
+        AuthenticationError: The server refused the password, the client
+            certificate, or (``pg_hba.conf``) the connection itself.
         ServiceUnavailableError: Every attempt failed; names ``host:port``.
     """
     where = address(database)
@@ -129,6 +173,9 @@ async def within_bound(
         try:
             return await start()
         except TRANSIENT as exc:
+            refused = security_error(exc, database)
+            if refused is not None:
+                raise refused from exc
             last = exc
             log.warning(
                 "PostgreSQL at %s not reachable (attempt %d of %d): %s",
@@ -143,6 +190,44 @@ async def within_bound(
         f"PostgreSQL at {where} unreachable after {attempts} attempts: {_describe(last)}",
         address=where,
     ) from last
+
+
+def security_error(error: BaseException, database: DatabaseConfig) -> SecurityError | None:
+    """The :class:`~kafka_retry.SecurityError` that ``error`` means, or None if transient."""
+    where = address(database)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or error.reason or str(error)
+        if "mismatch" in reason.lower():
+            hint = f"the certificate does not name {database.host}; connect by a name it lists"
+        else:
+            hint = f"check sslrootcert ({database.sslrootcert or 'unset: the system CAs'})"
+        return TLSError(
+            f"PostgreSQL at {where}: TLS certificate not trusted ({reason}); {hint}",
+            address=where,
+        )
+    if isinstance(error, ssl.SSLError) and not isinstance(error, _CUT_SHORT):
+        return TLSError(
+            f"PostgreSQL at {where}: TLS handshake failed ({error.reason or error})", address=where
+        )
+    if isinstance(error, ConnectionError) and "SSL upgrade" in str(error):
+        return TLSError(
+            f"PostgreSQL at {where} does not offer TLS, but sslmode={database.sslmode} needs it",
+            address=where,
+        )
+    if isinstance(error, asyncpg.InvalidAuthorizationSpecificationError):
+        return AuthenticationError(_refusal(error, database), address=where)
+    return None
+
+
+def _refusal(error: asyncpg.InvalidAuthorizationSpecificationError, db: DatabaseConfig) -> str:
+    text = f"PostgreSQL at {address(db)} refused user {db.user!r}: {error}"
+    if isinstance(error, asyncpg.InvalidPasswordError):
+        return f"{text}; check the password (DATABASE_PASSWORD or DATABASE_PASSWORD_FILE)"
+    if "no encryption" in str(error):
+        return f"{text}; the server wants TLS: set sslmode (require, verify-ca or verify-full)"
+    if "certificate" in str(error):
+        return f"{text}; check sslcert and sslkey"
+    return text
 
 
 def _describe(error: BaseException | None) -> str:

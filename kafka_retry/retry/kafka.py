@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
+import attrs
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
-from kafka_retry.message import with_provenance
+from kafka_retry.message import Header, Message, with_provenance
 from kafka_retry.retry.base import Failure
 from kafka_retry.topology import TopicChain
 
@@ -20,6 +27,12 @@ log = logging.getLogger("kafka_retry")
 
 _BACKOFF_FIRST = 0.2
 _BACKOFF_MAX = 10.0
+#: Errors that resending the same record cannot fix; only a larger topic limit can.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+_RAISE_LIMIT = (
+    ": the record is too large for the topic; it waits (its offset is not committed,"
+    " nothing is lost) until the topic's max.message.bytes is raised"
+)
 
 
 class KafkaForwarder:
@@ -30,6 +43,11 @@ class KafkaForwarder:
     that fails (broker down, timeout) is retried with capped exponential backoff
     until it is acknowledged or the caller is cancelled; the caller's offset is
     not done before then, so nothing is lost.
+
+    A record that its retry topic refuses as too large is dead-lettered at once
+    (the error text says so). One that the dead-letter topic refuses too is
+    retried like an outage, logged as an error that says to raise the topic's
+    ``max.message.bytes``: dropping it would lose it.
     """
 
     def __init__(
@@ -51,36 +69,71 @@ class KafkaForwarder:
         delay = self._intervals[failure.attempts - 1]
         due_at = failure.failed_at + round(delay * 1000)
         chain = self._chains[failure.message.main_topic]
-        await self._send(chain.next_after(failure.attempts), failure, due_at)
+        topic = chain.next_after(failure.attempts)
+        try:
+            await self._send(topic, failure, due_at, give_up_if_too_large=True)
+        except _TOO_LARGE as exc:
+            # The retry topic can never take it; the dead letter may (or may be fixed).
+            self._observer.forward_failed(topic, type(exc).__name__)
+            log.error(
+                "record %s[%d]@%d is too large for %s (%s); dead-lettering it instead",
+                failure.message.topic,
+                failure.message.partition,
+                failure.message.offset,
+                topic,
+                exc,
+                extra={"topic": topic, "error_type": type(exc).__name__},
+            )
+            reason = f"record too large for {topic} ({type(exc).__name__}); last error: "
+            await self.dead_letter(
+                attrs.evolve(failure, error_message=reason + failure.error_message, final=True)
+            )
 
     async def dead_letter(self, failure: Failure) -> None:
         """Send to the dead-letter topic of the message's main topic."""
         chain = self._chains[failure.message.main_topic]
         await self._send(chain.dead_letter, failure, failure.failed_at)
 
-    async def _send(self, topic: str, failure: Failure, due_at: int) -> None:
+    async def _send(
+        self, topic: str, failure: Failure, due_at: int, *, give_up_if_too_large: bool = False
+    ) -> None:
         message = failure.message
         headers = with_provenance(message.headers, failure.provenance(due_at))
         backoff = _BACKOFF_FIRST
         while True:
             try:
-                delivery = await self._producer.send(
-                    topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=headers,
-                    timestamp_ms=message.timestamp if message.timestamp >= 0 else None,
-                )
+                delivery = await self._produce(topic, message, headers)
                 await delivery
                 return
             except KafkaError as exc:
+                too_large = isinstance(exc, _TOO_LARGE)
+                if too_large and give_up_if_too_large:
+                    raise
                 self._observer.forward_failed(topic, type(exc).__name__)
-                log.warning(
-                    "forward to %s failed (%s); retrying in %.1fs",
+                log.log(
+                    logging.ERROR if too_large else logging.WARNING,
+                    "forward to %s failed (%s)%s; retrying in %.1fs",
                     topic,
                     exc,
+                    _RAISE_LIMIT if too_large else "",
                     backoff,
                     extra={"topic": topic, "error_type": type(exc).__name__},
                 )
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _produce(self, topic: str, message: Message, headers: list[Header]) -> Any:
+        """Start sending one record; return the future of its acknowledgement."""
+        timestamp = message.timestamp if message.timestamp >= 0 else None
+        if message.key is not None or message.value is not None:
+            return await self._producer.send(
+                topic, value=message.value, key=message.key, headers=headers, timestamp_ms=timestamp
+            )
+        # aiokafka's send() refuses a record without key and value, which Kafka
+        # accepts (other clients produce them); a batch of its own takes it.
+        partitions = sorted(await self._producer.partitions_for(topic))
+        batch = self._producer.create_batch()
+        batch.append(key=None, value=None, timestamp=timestamp, headers=headers)
+        batch.close()
+        partition = partitions[message.partition % len(partitions)]
+        return await self._producer.send_batch(batch, topic, partition=partition)

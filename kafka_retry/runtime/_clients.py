@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
-from aiokafka.helpers import create_ssl_context
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from kafka_retry.config import Config
-from kafka_retry.errors import ConfigError, ServiceUnavailableError, SetupError
+from kafka_retry.errors import ServiceUnavailableError, SetupError
+from kafka_retry.runtime._handshake import classify, diagnose
+from kafka_retry.runtime._tls import client_context
 
 log = logging.getLogger("kafka_retry")
 
 T = TypeVar("T")
 
 _TOPIC_ALREADY_EXISTS = 36
+_MAX_BYTES = "max.message.bytes"
+_HEADROOM = 16 * 1024
 _UNKNOWN_TOPIC = 3
 
 
@@ -60,7 +63,7 @@ def security_kwargs(config: Config) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     tls = config.tls_enabled or bool(config.tls_ca_file or config.tls_cert_file)
     if tls:
-        kwargs["ssl_context"] = _ssl_context(config)
+        kwargs["ssl_context"] = client_context(config)
     if config.sasl_mechanism:
         hide_sasl_requests()
         kwargs["sasl_mechanism"] = config.sasl_mechanism
@@ -72,24 +75,6 @@ def security_kwargs(config: Config) -> dict[str, Any]:
     return kwargs
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext:
-    try:
-        context = create_ssl_context(
-            cafile=config.tls_ca_file,
-            certfile=config.tls_cert_file,
-            keyfile=config.tls_key_file,
-            password=config.tls_key_password,
-        )
-    except (OSError, ssl.SSLError) as exc:
-        field = "tls_ca_file" if config.tls_ca_file and "cert" not in str(exc) else "tls_cert_file"
-        raise ConfigError(field, f"cannot load TLS material: {exc}") from None
-    if config.tls_skip_verify_peer:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    assert isinstance(context, ssl.SSLContext)
-    return context
-
-
 def common_kwargs(config: Config) -> dict[str, Any]:
     """Keyword arguments every aiokafka client of this consumer shares."""
     return {"bootstrap_servers": config.bootstrap, **security_kwargs(config)}
@@ -98,7 +83,11 @@ def common_kwargs(config: Config) -> dict[str, Any]:
 async def start_within_bound(config: Config, what: str, start: Callable[[], Awaitable[T]]) -> T:
     """Call ``start`` until it succeeds, at most ``config.connect_attempts`` times.
 
+    A TLS or authentication failure is not retried: no later attempt can succeed.
+
     Raises:
+        TLSError: A TLS handshake failed (untrusted certificate, ...); names the address.
+        AuthenticationError: The broker refused the SASL credentials or mechanism.
         ServiceUnavailableError: Every attempt failed; names the address.
     """
     last: BaseException | None = None
@@ -107,6 +96,9 @@ async def start_within_bound(config: Config, what: str, start: Callable[[], Awai
             return await start()
         except (KafkaError, OSError) as exc:
             last = exc
+            refused = await _security_failure(config, exc)
+            if refused is not None:
+                raise refused from exc
             log.warning(
                 "%s at %s not reachable (attempt %d of %d): %s",
                 what,
@@ -122,6 +114,14 @@ async def start_within_bound(config: Config, what: str, start: Callable[[], Awai
         f"{what} at {config.bootstrap} unreachable after {attempts} attempts: {last}",
         address=config.bootstrap,
     ) from last
+
+
+async def _security_failure(config: Config, error: BaseException) -> Exception | None:
+    found = classify(error, config.bootstrap, config)
+    if found is None and isinstance(error, KafkaConnectionError):
+        # "Unable to bootstrap": aiokafka logged the reason and dropped it.
+        found = await diagnose(config, security_kwargs(config))
+    return found
 
 
 class KafkaTransport(Protocol):
@@ -214,8 +214,41 @@ async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
     return counts
 
 
+async def max_message_bytes(admin: Any, topics: list[str]) -> dict[str, int]:
+    """The effective ``max.message.bytes`` of each of ``topics`` that the broker tells.
+
+    Brokers that do not answer DescribeConfigs (or refuse it: ACLs) tell nothing.
+    """
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t, {_MAX_BYTES: None}) for t in topics]
+    try:
+        responses = await admin.describe_configs(resources)
+    except (KafkaError, AttributeError, NotImplementedError) as exc:
+        log.info("cannot read max.message.bytes of %s: %s", ", ".join(topics), exc)
+        return {}
+    limits: dict[str, int] = {}
+    for response in responses:
+        for code, _message, _kind, name, entries in response.resources:
+            for entry in entries if code == 0 else ():
+                if entry[0] == _MAX_BYTES and str(entry[1]).isdigit():
+                    limits[name] = int(entry[1])
+    return limits
+
+
+def _room_for_provenance(main_limit: int | None, config: Config) -> dict[str, str]:
+    # A forwarded record is its main record plus provenance headers: the error
+    # text (up to 4 bytes per character), the group and a few numbers and names.
+    if main_limit is None:
+        return {}
+    room = _HEADROOM + 4 * config.error_max_length + len(config.group.encode())
+    return {_MAX_BYTES: str(main_limit + room)}
+
+
 async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
     """Create every missing retry and dead-letter topic like its main topic.
+
+    Partitions are the main topic's; ``max.message.bytes`` is the main topic's
+    plus room for the provenance headers, so any record the main topic took
+    can be forwarded (uncompressed).
 
     Returns:
         Partitions per main topic.
@@ -233,12 +266,18 @@ async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
         )
     if config.retry_backend == "postgres":
         return counts  # retries and dead letters live in the table: no topics to create
-    wanted = {name: counts[main] for main in mains for name in config.topic_chain(main)[1:]}
+    wanted = {name: main for main in mains for name in config.topic_chain(main)[1:]}
     existing = await partition_counts(admin, list(wanted))
+    missing = {name: main for name, main in wanted.items() if name not in existing}
+    limits = await max_message_bytes(admin, sorted(set(missing.values()))) if missing else {}
     new = [
-        NewTopic(name, partitions, config.replication_factor)
-        for name, partitions in wanted.items()
-        if name not in existing
+        NewTopic(
+            name,
+            counts[main],
+            config.replication_factor,
+            topic_configs=_room_for_provenance(limits.get(main), config),
+        )
+        for name, main in missing.items()
     ]
     if new:
         response = await admin.create_topics(new)

@@ -19,7 +19,7 @@ from kafka_retry.retry.base import DeadLetterSink, RetryBackend
 from kafka_retry.retry.kafka import KafkaForwarder
 from kafka_retry.runtime import _clients
 from kafka_retry.runtime._clients import AIOKafkaTransport, KafkaTransport
-from kafka_retry.runtime.dispatch import Dispatcher, Handler
+from kafka_retry.runtime.dispatch import Dispatcher, Handler, HandlerInterrupt
 from kafka_retry.runtime.tier import KafkaTier, Tier
 
 if TYPE_CHECKING:
@@ -151,6 +151,9 @@ class Consumer:
         try:
             self._check_handlers()
             await self._run()
+        except HandlerInterrupt as exc:
+            self._error = exc.interrupt
+            raise exc.interrupt from None  # shut down cleanly: now end as the handler did
         except BaseException as exc:
             self._error = exc
             raise

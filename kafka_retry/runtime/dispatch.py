@@ -23,6 +23,24 @@ Handler = Callable[[Message], Awaitable[Any]]
 HandOff = Coroutine[Any, Any, None]
 
 
+class HandlerInterrupt(BaseException):
+    """Carries a handler's KeyboardInterrupt or SystemExit to :meth:`Consumer.run`.
+
+    Raised in a task, those two escape the event loop at once, and asyncio then
+    cancels every task, the Kafka clients' own included, before the consumer has
+    committed and left its group: it hung until aiokafka's request timeout.
+    Wrapped, they end the consumer like any other crash, after its shutdown,
+    and ``Consumer.run`` raises the original.
+
+    Attributes:
+        interrupt: The KeyboardInterrupt or SystemExit.
+    """
+
+    def __init__(self, interrupt: BaseException) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
 class Dispatcher:
     """Runs handlers for one tier and routes their failures.
 
@@ -147,13 +165,16 @@ class Dispatcher:
         """Classify what a handler raised: return it as a failure, or re-raise it.
 
         Re-raised: cancellation of the calling task, and ``BaseException``
-        subclasses that are not ``Exception`` (KeyboardInterrupt, SystemExit).
-        A handler that cancelled itself (say, a cancelled inner task) failed.
+        subclasses that are not ``Exception`` (KeyboardInterrupt and SystemExit
+        wrapped in :class:`HandlerInterrupt`). A handler that cancelled itself
+        (say, a cancelled inner task) failed.
         """
         if isinstance(error, asyncio.CancelledError):
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise error
+        elif isinstance(error, KeyboardInterrupt | SystemExit):
+            raise HandlerInterrupt(error) from error
         elif not isinstance(error, Exception):
             raise error
         self.observer.handler_duration(self.tier, topic, perf_counter() - started)

@@ -15,6 +15,9 @@ from kafka_retry.runtime.dispatch import Dispatcher
 
 log = logging.getLogger("kafka_retry")
 
+# Records handled between two turns given to the rest of the event loop.
+_YIELD_EVERY = 256
+
 
 class _Slot:
     """An offset whose failure hand-off is still in flight."""
@@ -92,11 +95,13 @@ class PartitionWorker:
         success = dispatcher.success_recorder(dispatcher.main_topic_of(tp.topic))
         partition = tp.partition
         while not self._closing:
+            self._raise_handoff_error()
             if not self._batches:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             batch = self._batches.popleft()
+            budget = _YIELD_EVERY
             try:
                 # The hot loop: one Message and one handler call per record.
                 for record in batch:
@@ -127,6 +132,12 @@ class PartitionWorker:
                             offset, dispatcher.route(dispatcher.failure(message, error))
                         )
                     self._upto = offset + 1
+                    budget -= 1
+                    if not budget:
+                        # Handlers that never await would otherwise hold the loop for
+                        # the whole batch: no commit, heartbeat or hand-off meanwhile.
+                        budget = _YIELD_EVERY
+                        await asyncio.sleep(0)
             finally:
                 self.buffered -= len(batch)
             self._raise_handoff_error()
@@ -150,6 +161,7 @@ class PartitionWorker:
                 slot.done = True
             elif self._error is None:
                 self._error = error
+                self._wakeup.set()  # an idle worker must not sit on it: the partition would stall
 
         task.add_done_callback(finished)
 

@@ -110,6 +110,8 @@ class KafkaTier:
         self._workers: dict[TopicPartition, Worker] = {}
         self._paused: dict[TopicPartition, set[str]] = {}
         self._timers: dict[TopicPartition, Cancellable] = {}
+        # (offset, due ms) of the record each partition waits for.
+        self._parked: dict[TopicPartition, tuple[int, int]] = {}
         self._committed: dict[TopicPartition, int] = {}
         # First offset fetched per partition since its assignment: the lag base
         # while nothing is done yet.
@@ -209,7 +211,13 @@ class KafkaTier:
         now_ms = int(self._clock.time() * 1000)
         for index, record in enumerate(records):
             due = due_at(record, self._delay_ms, now_ms)
+            parked = self._parked.get(tp)
+            if parked is not None and parked[0] == record.offset:
+                # Keep the bound of the first sight: a forged far-future due time
+                # would otherwise move one delay further at every fetch.
+                due = min(due, parked[1])
             if due > now_ms:
+                self._parked[tp] = (record.offset, due)
                 self._consumer.seek(tp, record.offset)
                 self._pause(tp, _DUE)
                 wait = (due - now_ms) / 1000
@@ -278,6 +286,7 @@ class KafkaTier:
             self._paused.pop(tp, None)
             self._committed.pop(tp, None)
             self._first.pop(tp, None)
+            self._parked.pop(tp, None)
             timer = self._timers.pop(tp, None)
             if timer is not None:
                 timer.cancel()

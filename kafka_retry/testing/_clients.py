@@ -86,6 +86,27 @@ class MemoryAdmin:
         return CreateTopicsResult(errors)
 
 
+@attrs.define
+class MemoryBatch:
+    """Records for :meth:`MemoryProducer.send_batch`, like aiokafka's ``BatchBuilder``."""
+
+    records: list[tuple[bytes | None, bytes | None, int | None, list[Header]]] = attrs.Factory(list)
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[Header] = (),
+    ) -> None:
+        """Add a record; unlike ``send``, key and value may both be None."""
+        self.records.append((key, value, timestamp, list(headers)))
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 class MemoryProducer:
     """``AIOKafkaProducer`` on a :class:`MemoryBroker`: every send is acknowledged at once."""
 
@@ -135,6 +156,25 @@ class MemoryProducer:
         )
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         future.set_result(metadata)
+        return future
+
+    def create_batch(self) -> MemoryBatch:
+        """An empty batch for :meth:`send_batch`."""
+        return MemoryBatch()
+
+    async def send_batch(
+        self, batch: MemoryBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[RecordMetadata]:
+        """Append the batch's records to ``partition``; the future holds the last one's metadata.
+
+        Raises:
+            ProducerClosed: The producer was stopped.
+            UnknownTopicOrPartitionError: No such topic or partition.
+        """
+        future: asyncio.Future[RecordMetadata] | None = None
+        for key, value, timestamp_ms, headers in batch.records:
+            future = await self.send(topic, value, key, partition, timestamp_ms, headers)
+        assert future is not None, "an empty batch"
         return future
 
     async def send_and_wait(

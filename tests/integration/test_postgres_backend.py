@@ -381,11 +381,13 @@ async def test_concurrent_migrations_apply_once(
 ) -> None:
     """Three instances migrating at once apply each version exactly once."""
     results = await asyncio.gather(*(apply_migrations(database) for _ in range(3)))
-    assert sorted(results) == [[], [], ["0001_create_table"]]
+    versions = ["0001_create_table", "0002_replayed_state"]
+    assert sorted(results) == [[], [], versions]
     ledger = await db.fetch(
         f'SELECT table_name, version FROM "{database.schema}".kafka_retry_migrations'
+        " ORDER BY version"
     )
-    assert [tuple(r) for r in ledger] == [(database.table, "0001_create_table")]
+    assert [tuple(r) for r in ledger] == [(database.table, v) for v in versions]
     assert await apply_migrations(database) == []
 
 

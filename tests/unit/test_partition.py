@@ -1,0 +1,86 @@
+"""PartitionWorker: a failed hand-off never leaves a partition silently stuck."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from kafka_retry import Config, Message
+from kafka_retry._clock import SystemClock
+from kafka_retry.retry.base import Failure
+from kafka_retry.runtime.dispatch import Dispatcher
+from kafka_retry.runtime.partition import PartitionWorker
+
+
+class Broken(Exception):
+    """Not a Kafka or database error: nothing retries it."""
+
+
+class BrokenBackend:
+    """A retry backend and dead-letter sink whose hand-off fails with a bug."""
+
+    async def schedule(self, failure: Failure) -> None:
+        raise Broken("hand-off failed")
+
+    async def dead_letter(self, failure: Failure) -> None:
+        raise Broken("hand-off failed")
+
+
+async def failing(message: Message) -> None:
+    raise RuntimeError("handler failed")
+
+
+def record(offset: int) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="t",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=b"v",
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=1,
+        headers=(),
+    )
+
+
+async def test_a_failed_hand_off_ends_an_idle_worker() -> None:
+    """A hand-off that fails after the partition's last record ends the worker with its error."""
+    config = Config(
+        bootstrap_servers="localhost:9092", group="g", topics=["t"], retry_intervals=[1]
+    )
+    backend = BrokenBackend()
+    dispatcher = Dispatcher(config, {"t": failing}, {"t": "t"}, 1, backend, backend, SystemClock())
+    worker = PartitionWorker(TopicPartition("t", 0), dispatcher, 10, lambda tp: None)
+    task = worker.start()
+    worker.submit([record(0)])
+    with pytest.raises(Broken):
+        await asyncio.wait_for(task, 5)
+    assert worker.position() == 0  # not done: redelivered after the crash
+
+
+async def test_handlers_that_never_await_do_not_hold_the_loop_for_a_whole_batch() -> None:
+    """Other tasks (the poll loop: commits, heartbeats) run while a long batch is handled."""
+    handled = 0
+
+    async def busy(message: Message) -> None:
+        nonlocal handled
+        handled += 1  # returns without ever awaiting
+
+    config = Config(bootstrap_servers="localhost:9092", group="g", topics=["t"])
+    backend = BrokenBackend()
+    dispatcher = Dispatcher(config, {"t": busy}, {"t": "t"}, 1, backend, backend, SystemClock())
+    drained = asyncio.Event()
+    worker = PartitionWorker(TopicPartition("t", 0), dispatcher, 10, lambda tp: drained.set())
+    worker.start()
+    worker.submit([record(offset) for offset in range(10_000)])
+    await asyncio.create_task(asyncio.sleep(0))  # one turn of the loop for someone else
+    seen = handled
+    await asyncio.wait_for(drained.wait(), 10)
+    await worker.stop(1.0)
+    assert seen < 10_000, "the whole batch ran before any other task could"
+    assert worker.position() == 10_000
