@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from kafka_retry import devstack
+from kafka_retry.testing.pytest_plugin import worker_state_dir
 
 _INTEGRATION = Path(__file__).parent / "integration"
 
@@ -36,13 +37,14 @@ def kafka_service() -> Iterator[devstack.KafkaService]:
     if kind == "external":
         yield devstack.start_kafka()
         return
-    started = not devstack.is_running(kind)
-    service = devstack.start_kafka(kind)
+    state_dir = worker_state_dir(kind)
+    started = not devstack.is_running(kind, state_dir)
+    service = devstack.start_kafka(kind, state_dir)
     try:
         yield service
     finally:
         if started:
-            devstack.stop(kind)
+            devstack.stop(kind, state_dir)
 
 
 @pytest.fixture(scope="session")

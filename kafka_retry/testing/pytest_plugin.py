@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -80,13 +81,29 @@ def kafka_bootstrap() -> Iterator[str]:
     if kind == "external":
         yield devstack.start_kafka().bootstrap_servers
         return
-    started = not devstack.is_running(kind)
-    service = devstack.start_kafka(kind)
+    state_dir = worker_state_dir(kind)
+    started = not devstack.is_running(kind, state_dir)
+    service = devstack.start_kafka(kind, state_dir)
     try:
         yield service.bootstrap_servers
     finally:
         if started:
-            devstack.stop(kind)
+            devstack.stop(kind, state_dir)
+
+
+def worker_state_dir(kind: str) -> Path | None:
+    """The devstack state dir for ``kind`` in this pytest process (None: the default).
+
+    Under pytest-xdist each worker runs its own Tansu (it starts in
+    milliseconds): a shared one would be stopped by whichever worker started
+    it, under the others' feet. Apache Kafka is too heavy to run per worker.
+    """
+    from kafka_retry import devstack
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if kind != "tansu" or not worker:
+        return None
+    return devstack.default_state_dir() / f"worker-{worker}"
 
 
 @pytest.fixture(scope="session")
