@@ -10,7 +10,7 @@ BROKER ?=
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: venv lint test docs lock bench demo services-up services-down compose-up compose-down
+.PHONY: venv lint test docs lock bench demo services-up services-down compose-up compose-down faults
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ lint: venv
 
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The fault-injection suite: starts, kills and restarts its own services.
+faults: venv
+	$(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
 
 # Re-resolves the dependencies in a scratch virtualenv and pins every version
 # into constraints.txt, which CI installs with. Run after changing pyproject.toml

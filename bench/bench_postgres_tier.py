@@ -2,11 +2,12 @@
 
 Inserts ``--rows`` due rows (attempts = 1) straight into a fresh schema, runs
 one consumer with a no-op handler and one retry tier, and reports the rate from
-the first retry handled until every row is recorded as succeeded. Needs a
-broker (the consumer joins its group) and PostgreSQL::
+the first retry handled until every row is recorded as succeeded: rows claimed,
+handled and marked done per second. Needs a broker (the consumer joins its
+group) and PostgreSQL; the schema is dropped afterwards::
 
-    python bench/bench_postgres_tier.py \\
-        --bootstrap 127.0.0.1:9092 --database-url postgresql://postgres@127.0.0.1/postgres
+    python -m bench.bench_postgres_tier --bootstrap 127.0.0.1:9092 --kind kafka \\
+        --database-url postgresql://postgres@127.0.0.1/postgres
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import sys
 import time
 import uuid
+from typing import Any
 
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench._common import (
+    GROUP_TIMEOUTS,
+    Broker,
+    broker_of,
+    create_topic,
+    emit,
+    scenario_parser,
+    within,
+)
 from kafka_retry import Config, Consumer, DatabaseConfig, Message
 from kafka_retry.retry.postgres import apply_migrations
 
@@ -43,32 +54,18 @@ _COLUMNS = [
 ]
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = scenario_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--partitions", type=int, default=4, help="rows spread over this many")
     parser.add_argument("--ordering", choices=["partition", "key", "none"], default="partition")
-    parser.add_argument(
-        "--idempotence",
-        action="store_true",
-        help="use an idempotent producer (off by default: some test brokers reject it)",
-    )
-    args = parser.parse_args()
-    if not args.bootstrap or not args.database_url:
-        parser.error("--bootstrap and --database-url (or their environment variables) are needed")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to give up after")
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error("--database-url (or DATABASE_URL) is needed")
     return args
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 async def insert_due_rows(
@@ -105,17 +102,18 @@ async def wait_all_succeeded(
         await asyncio.sleep(0.005)
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, broker: Broker) -> dict[str, Any]:
+    """Insert the rows, drain them with one consumer, drop the schema; the figures."""
     suffix = uuid.uuid4().hex[:8]
     topic, group = f"bench-{suffix}", f"bench-{suffix}"
     database = DatabaseConfig.from_url(args.database_url, schema=f"bench_{suffix}")
     conn = await asyncpg.connect(args.database_url)
     try:
-        await create_topic(args.bootstrap, topic, args.partitions)
+        await create_topic(broker.bootstrap, topic, args.partitions)
         await apply_migrations(database)
         await insert_due_rows(conn, database, group, topic, args.rows, args.partitions)
         config = Config(
-            bootstrap_servers=args.bootstrap,
+            bootstrap_servers=broker.bootstrap,
             group=group,
             topics=[topic],
             retry_intervals=[60],
@@ -123,8 +121,9 @@ async def run(args: argparse.Namespace) -> None:
             database=database,
             retry_batch_size=args.batch_size,
             ordering=args.ordering,
-            idempotence=args.idempotence,
-            session_timeout_ms=6000,
+            idempotence=broker.idempotence,
+            session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
+            rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
         )
         handled = 0
         first: float | None = None
@@ -151,18 +150,29 @@ async def run(args: argparse.Namespace) -> None:
             await running
         assert first is not None
         elapsed = done - first
+        rate = args.rows / elapsed
         print(
             f"{args.rows} retries handled ({handled} handler calls) in {elapsed:.2f}s:"
-            f" {args.rows / elapsed:,.0f} retries/s (batch size {args.batch_size},"
-            f" {args.partitions} partition(s), ordering={args.ordering})"
+            f" {rate:,.0f} retries/s (batch size {args.batch_size},"
+            f" {args.partitions} partition(s), ordering={args.ordering}) on {broker.kind}"
         )
+        return {
+            "scenario": "postgres-tier",
+            "broker": broker.kind,
+            "rows": args.rows,
+            "batch_size": args.batch_size,
+            "handler_calls": handled,
+            "seconds": round(elapsed, 4),
+            "rate": round(rate, 1),
+        }
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
         await conn.close()
 
 
 def main() -> None:
-    asyncio.run(run(parse_args()))
+    args = parse_args(sys.argv[1:])
+    emit(asyncio.run(within(args.timeout, run(args, broker_of(args)))))
 
 
 if __name__ == "__main__":

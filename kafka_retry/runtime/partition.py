@@ -177,11 +177,18 @@ class PartitionWorker:
         self._closing = True
         self._batches.clear()
         self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        if self._task is not None:
+            # The record being handled may still fail and start one more hand-off,
+            # which must be waited for too: else it is redelivered (and duplicated).
+            await asyncio.wait({self._task}, timeout=drain_timeout)
         pending: set[asyncio.Task[None]] = set(self._handoffs)
         if self._task is not None:
             pending.add(self._task)
         if pending:
-            _done, late = await asyncio.wait(pending, timeout=drain_timeout)
+            left = max(0.0, deadline - loop.time())
+            _done, late = await asyncio.wait(pending, timeout=left)
             for task in late:
                 task.cancel()
             if late:

@@ -186,6 +186,16 @@ def test_broker_config_is_single_node_kraft(tmp_path: Path) -> None:
     assert settings["group.initial.rebalance.delay.ms"] == "0"
 
 
+def test_kept_data_is_restarted_on_its_own_port(tmp_path: Path) -> None:
+    """Formatted storage and its configuration are found again, with the port they had."""
+    assert kafka.formatted_config(tmp_path) is None
+    properties = kafka.write_config(tmp_path, port=41234, controller_port=41235)
+    assert kafka.formatted_config(tmp_path) is None  # written, but never formatted
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.properties").write_text("node.id=1\n")
+    assert kafka.formatted_config(tmp_path) == (properties, 41234)
+
+
 def test_status_of_an_empty_state_dir(tmp_path: Path) -> None:
     """Nothing runs from a state directory that was never used, and stopping is a no-op."""
     assert [state.running for state in devstack.status(tmp_path)] == [False, False, False]

@@ -84,3 +84,42 @@ async def test_handlers_that_never_await_do_not_hold_the_loop_for_a_whole_batch(
     await worker.stop(1.0)
     assert seen < 10_000, "the whole batch ran before any other task could"
     assert worker.position() == 10_000
+
+
+class SlowBackend:
+    """A retry backend whose hand-off takes a moment, then succeeds."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[int] = []
+
+    async def schedule(self, failure: Failure) -> None:
+        await asyncio.sleep(0.05)
+        self.scheduled.append(failure.message.offset)
+
+    async def dead_letter(self, failure: Failure) -> None:
+        await self.schedule(failure)
+
+
+async def test_a_stop_waits_for_the_hand_off_of_the_record_being_handled() -> None:
+    """A record that fails while the worker stops is handed off within the drain: it is done."""
+    started = asyncio.Event()
+
+    async def slow_failure(message: Message) -> None:
+        started.set()
+        await asyncio.sleep(0.05)
+        raise RuntimeError("failed while stopping")
+
+    config = Config(
+        bootstrap_servers="localhost:9092", group="g", topics=["t"], retry_intervals=[1]
+    )
+    backend = SlowBackend()
+    dispatcher = Dispatcher(
+        config, {"t": slow_failure}, {"t": "t"}, 1, backend, backend, SystemClock()
+    )
+    worker = PartitionWorker(TopicPartition("t", 0), dispatcher, 10, lambda tp: None)
+    worker.start()
+    worker.submit([record(0)])
+    await started.wait()
+    await worker.stop(drain_timeout=5.0)
+    assert backend.scheduled == [0]
+    assert worker.position() == 1  # committed as done: no redelivery after a clean stop

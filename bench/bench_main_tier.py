@@ -1,0 +1,87 @@
+"""kafka-retry's main tier with a no-op async handler, timed after the group joined.
+
+The consumer has one retry tier (idle here, as in a healthy service) and
+commits only what its handler finished, the at-least-once guarantee that
+FastStream gives with ``ack_policy=ACK``::
+
+    python -m bench.bench_main_tier --bootstrap 127.0.0.1:9092 --kind kafka --metrics off
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from bench._common import (
+    GROUP_TIMEOUTS,
+    Broker,
+    Meter,
+    add_records_options,
+    broker_of,
+    emit,
+    fresh_name,
+    meter_of,
+    print_rate,
+    records_topic,
+    scenario_parser,
+    throughput_result,
+    within,
+)
+from kafka_retry import Config, Consumer, Message
+
+
+def config_for(
+    broker: Broker,
+    topic: str,
+    metrics: bool,
+    ordering: str = "partition",
+    max_in_flight: int = 1000,
+) -> Config:
+    """The consumer's settings: defaults, except what the broker and the group timing need."""
+    return Config(
+        bootstrap_servers=broker.bootstrap,
+        group=fresh_name("main"),
+        topics=[topic],
+        retry_intervals=[60],
+        idempotence=broker.idempotence,
+        metrics=metrics,
+        ordering=ordering,  # type: ignore[arg-type]
+        max_in_flight=max_in_flight,
+        session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
+        rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+    )
+
+
+async def measure(broker: Broker, config: Config, meter: Meter) -> dict[str, Any]:
+    """Consume the config's topic from the start with a no-op handler."""
+
+    async def no_op(message: Message) -> None:
+        meter.hit()
+
+    topic = config.topics[0]
+    async with Consumer(config, {topic: no_op}):
+        await meter.done.wait()
+    metrics = "on" if config.metrics else "off"
+    label = f"kafka-retry ordering={config.ordering} metrics={metrics} on {broker.kind}"
+    print_rate(label, meter)
+    return throughput_result(
+        f"kafka-retry-metrics-{metrics}", broker, meter, ordering=config.ordering
+    )
+
+
+async def main_async(argv: list[str]) -> None:
+    parser = scenario_parser(__doc__.split("\n\n")[0])
+    add_records_options(parser, 200_000)
+    parser.add_argument("--metrics", choices=["on", "off"], default="off")
+    parser.add_argument("--ordering", choices=["partition", "key", "none"], default="partition")
+    parser.add_argument("--max-in-flight", type=int, default=1000)
+    args = parser.parse_args(argv)
+    broker = broker_of(args)
+    topic = await records_topic(broker, args)
+    config = config_for(broker, topic, args.metrics == "on", args.ordering, args.max_in_flight)
+    emit(await within(args.timeout, measure(broker, config, meter_of(args))))
+
+
+if __name__ == "__main__":
+    asyncio.run(main_async(sys.argv[1:]))
