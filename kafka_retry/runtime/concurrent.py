@@ -15,20 +15,13 @@ from collections.abc import Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from kafka_retry.runtime._feed import Feed, Slot
 from kafka_retry.runtime.dispatch import Dispatcher
 
 log = logging.getLogger("kafka_retry")
 
 
-class _Slot:
-    __slots__ = ("done", "offset")
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        self.done = False
-
-
-class ConcurrentPartitionWorker:
+class ConcurrentPartitionWorker(Feed):
     """Handles one partition's records concurrently, in order per key or not at all.
 
     Args:
@@ -47,39 +40,14 @@ class ConcurrentPartitionWorker:
         by_key: bool,
         on_drained: Callable[[TopicPartition], None],
     ) -> None:
-        self.tp = tp
+        super().__init__(tp)
         self._dispatcher = dispatcher
         self._permits = permits
         self._by_key = by_key
         self._on_drained = on_drained
-        self._batches: deque[list[ConsumerRecord]] = deque()
-        self.buffered = 0
-        self._wakeup = asyncio.Event()
-        self._slots: deque[_Slot] = deque()
-        self._next: int | None = None
-        self._chains: dict[bytes, deque[tuple[ConsumerRecord, _Slot]]] = {}
+        self._chains: dict[bytes, deque[tuple[ConsumerRecord, Slot]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> asyncio.Task[None]:
-        """Start the feeding task and return it."""
-        self._task = asyncio.create_task(self._run(), name=f"kafka-retry:{self.tp}")
-        return self._task
-
-    def submit(self, records: list[ConsumerRecord]) -> None:
-        """Queue fetched records (in offset order)."""
-        self._batches.append(records)
-        self.buffered += len(records)
-        self._wakeup.set()
-
-    def position(self) -> int | None:
-        """The offset to commit: the first not done, or after the last taken."""
-        slots = self._slots
-        while slots and slots[0].done:
-            slots.popleft()
-        return slots[0].offset if slots else self._next
 
     async def _run(self) -> None:
         while not self._closing:
@@ -101,9 +69,9 @@ class ConcurrentPartitionWorker:
             self._on_drained(self.tp)
 
     def _take(self, record: ConsumerRecord) -> None:
-        slot = _Slot(record.offset)
+        slot = Slot(record.offset)
         self._slots.append(slot)
-        self._next = record.offset + 1
+        self._upto = record.offset + 1
         key = record.key
         if not self._by_key or key is None:
             self._spawn(self._handle_one(record, slot))
@@ -139,7 +107,7 @@ class ConcurrentPartitionWorker:
             for _ in range(len(chain)):
                 self._permits.release()
 
-    async def _handle_one(self, record: ConsumerRecord, slot: _Slot) -> None:
+    async def _handle_one(self, record: ConsumerRecord, slot: Slot) -> None:
         try:
             dispatcher = self._dispatcher
             message = dispatcher.message(

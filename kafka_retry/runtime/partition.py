@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
+from kafka_retry.runtime._feed import Feed, Slot
 from kafka_retry.runtime.dispatch import Dispatcher
 
 log = logging.getLogger("kafka_retry")
@@ -19,17 +19,7 @@ log = logging.getLogger("kafka_retry")
 _YIELD_EVERY = 256
 
 
-class _Slot:
-    """An offset whose failure hand-off is still in flight."""
-
-    __slots__ = ("done", "offset")
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        self.done = False
-
-
-class PartitionWorker:
+class PartitionWorker(Feed):
     """Handles one partition's records strictly in order.
 
     An offset is *done* when its handler succeeded, or when its failure hand-off
@@ -50,39 +40,12 @@ class PartitionWorker:
         max_pending: int,
         on_drained: Callable[[TopicPartition], None],
     ) -> None:
-        self.tp = tp
+        super().__init__(tp)
         self._dispatcher = dispatcher
         self._max_pending = max_pending
         self._on_drained = on_drained
-        self._batches: deque[list[ConsumerRecord]] = deque()
-        self.buffered = 0
-        self._wakeup = asyncio.Event()
-        self._upto: int | None = None
-        self._slots: deque[_Slot] = deque()
         self._handoffs: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> asyncio.Task[None]:
-        """Start the worker task and return it."""
-        self._task = asyncio.create_task(self._run(), name=f"kafka-retry:{self.tp}")
-        return self._task
-
-    def submit(self, records: list[ConsumerRecord]) -> None:
-        """Queue fetched records (in offset order) for handling."""
-        self._batches.append(records)
-        self.buffered += len(records)
-        self._wakeup.set()
-
-    def position(self) -> int | None:
-        """The offset to commit (first offset not done), or None if nothing is done yet."""
-        slots = self._slots
-        while slots and slots[0].done:
-            slots.popleft()
-        if slots:
-            return slots[0].offset
-        return self._upto
 
     async def _run(self) -> None:
         dispatcher = self._dispatcher
@@ -147,7 +110,7 @@ class PartitionWorker:
         self._raise_handoff_error()
         while len(self._handoffs) >= self._max_pending:
             await asyncio.wait(self._handoffs, return_when=asyncio.FIRST_COMPLETED)
-        slot = _Slot(offset)
+        slot = Slot(offset)
         self._slots.append(slot)
         task = asyncio.create_task(handoff)
         self._handoffs.add(task)
