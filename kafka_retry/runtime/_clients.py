@@ -150,6 +150,9 @@ class AIOKafkaTransport:
             acks="all",
             enable_idempotence=config.idempotence,
             linger_ms=2,
+            # Thousands of hand-offs may wait on one partition's batch; a 16 KB
+            # batch drains (and wakes them all) every few records.
+            max_batch_size=1024 * 1024,
             max_request_size=16 * 1024 * 1024,
             **common_kwargs(config),
         )

@@ -52,6 +52,11 @@ class Feed(ABC):
         self.buffered += len(records)
         self._wakeup.set()
 
+    @property
+    def waiting_batches(self) -> int:
+        """Batches queued and not yet started."""
+        return len(self._batches)
+
     def position(self) -> int | None:
         """The offset to commit: the first slot not done, else past the last record taken.
 

@@ -202,7 +202,10 @@ class KafkaTier:
         if not records:
             return
         worker.submit(records)
-        if worker.buffered >= self._high_water:
+        # One fetch can bring more records than the high-water mark (1 MB of small
+        # records): pausing on the first would stall every partition for a fetch
+        # round-trip, so a partition pauses only with a second batch waiting too.
+        if worker.buffered >= self._high_water and worker.waiting_batches > 1:
             self._pause(tp, _BACKPRESSURE)
 
     def _hold_back(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
