@@ -324,13 +324,19 @@ class Sleeper:
         self.stopping = True
         self._wake.set()
 
-    async def nap(self, seconds: float) -> None:
-        """Sleep ``seconds`` on the clock, or less if :meth:`stop` is called."""
+    def poke(self) -> None:
+        """End the current nap, or the next one if none is running: something changed."""
+        self._wake.set()
+
+    async def nap(self, seconds: float | None) -> None:
+        """Sleep ``seconds`` on the clock (None: until poked), or less if poked or stopped."""
         if self.stopping:
             return
-        self._wake.clear()
-        timer = self._clock.call_later(seconds, self._wake.set)
+        timer = None if seconds is None else self._clock.call_later(seconds, self._wake.set)
         try:
             await self._wake.wait()
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+            if not self.stopping:
+                self._wake.clear()

@@ -6,12 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import math
 from collections.abc import Sequence
-from typing import TypeAlias
-
-import asyncpg
-import attrs
 
 from kafka_retry._clock import Cancellable, Clock
 from kafka_retry.config import Config
@@ -20,42 +15,21 @@ from kafka_retry.retry._pg_connect import TRANSIENT, Backoff, Sleeper
 from kafka_retry.retry._pg_rows import (
     DEAD_LETTERED,
     PENDING,
-    Statements,
-    affected_rows,
+    Row,
     chain_indices,
     clean_text,
+    floor_datetime,
     row_message,
     to_datetime,
     to_epoch_ms,
 )
+from kafka_retry.retry._pg_table import Outcome, RetryRows
 from kafka_retry.runtime.dispatch import Dispatcher
 
 log = logging.getLogger("kafka_retry")
 
-#: The longest a poller sleeps, so that rows added by others are seen soon.
-POLL_CAP = 1.0
 # Recording outcomes while cancelled must not hang on a dead database.
 _RELEASE_TIMEOUT = 5.0
-
-Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
-
-
-@attrs.define
-class _Outcome:
-    """What happened to a claimed batch, as bind parameters for the writes."""
-
-    succeeded: list[int] = attrs.Factory(list)
-    failed: list[int] = attrs.Factory(list)
-    states: list[str] = attrs.Factory(list)
-    due: list[object] = attrs.Factory(list)
-    failed_at: list[object] = attrs.Factory(list)
-    error_types: list[str] = attrs.Factory(list)
-    errors: list[str] = attrs.Factory(list)
-    released: list[int] = attrs.Factory(list)
-
-    @property
-    def rows(self) -> int:
-        return len(self.succeeded) + len(self.failed) + len(self.released)
 
 
 class TablePoller:
@@ -72,7 +46,7 @@ class TablePoller:
     Args:
         tier: ``k``, from 1 to the number of retry intervals.
         config: The consumer's settings.
-        pool: The backend's connection pool.
+        rows: The retry table.
         dispatcher: Runs handlers with ``attempt = k + 1`` and describes failures.
         clock: Time source for due times, leases and sleeps.
         worker_id: Written to ``claimed_by``; unique per backend instance.
@@ -82,23 +56,22 @@ class TablePoller:
         self,
         tier: int,
         config: Config,
-        pool: Pool,
+        rows: RetryRows,
         dispatcher: Dispatcher,
         clock: Clock,
         worker_id: str,
     ) -> None:
-        assert config.database is not None
         self.name = f"retry{tier}"
         self.ready = asyncio.Event()
         self._tier = tier
         self._config = config
-        self._pool = pool
+        self._rows = rows
         self._dispatcher = dispatcher
         self._clock = clock
         self._worker_id = worker_id
-        self._sql = Statements.of(config.database)
         self._topics = list(config.topics)
         self._sleeper = Sleeper(clock)
+        rows.on_change(self._sleeper.poke)
         self._backoff = Backoff()
         self._handling: set[asyncio.Task[None]] = set()
         self._drain_timer: Cancellable | None = None
@@ -174,35 +147,38 @@ class TablePoller:
             writing.cancel()
         await writing
 
-    async def _claim(self) -> list[asyncpg.Record]:
+    async def _claim(self) -> list[Row]:
         now = self._clock.time()
-        lease_end = to_datetime(round((now + self._config.retry_lease) * 1000))
-        return await self._pool.fetch(
-            self._sql.claim,
+        return await self._rows.claim(
             self._config.group,
             self._tier,
-            _floor_ms(now),
+            floor_datetime(now),
             self._config.retry_batch_size,
-            lease_end,
+            self._lease_end(now),
             self._worker_id,
             self._topics,
         )
 
-    async def _idle_time(self) -> float:
-        """Seconds until the next row of this tier is due, at most :data:`POLL_CAP`."""
-        now = self._clock.time()
-        due = await self._pool.fetchval(
-            self._sql.next_due,
-            self._config.group,
-            self._tier,
-            _floor_ms(now),
-            self._topics,
-        )
-        if due is None:
-            return POLL_CAP
-        return max(0.0, min(POLL_CAP, to_epoch_ms(due) / 1000 - now))
+    def _lease_end(self, now: float) -> dt.datetime:
+        return to_datetime(round((now + self._config.retry_lease) * 1000))
 
-    async def _handle(self, rows: Sequence[asyncpg.Record]) -> _Outcome:
+    async def _idle_time(self) -> float | None:
+        """Seconds until the next row of this tier is due, at most the table's poll cap.
+
+        None (sleep until the table reports a change) when no row is waiting
+        and the table reports changes.
+        """
+        now = self._clock.time()
+        due = await self._rows.next_due(
+            self._config.group, self._tier, floor_datetime(now), self._topics
+        )
+        cap = self._rows.poll_cap
+        if due is None:
+            return cap
+        wait = max(0.0, to_epoch_ms(due) / 1000 - now)
+        return wait if cap is None else min(cap, wait)
+
+    async def _handle(self, rows: Sequence[Row]) -> Outcome:
         """Run the handlers of a claimed batch; return what happened.
 
         Rows are taken in due order and run as ``config.ordering`` says, like
@@ -260,11 +236,9 @@ class TablePoller:
             if not pending:
                 return
             unfinished = [row_id for i, (row_id, _) in enumerate(batch) if i not in results]
-            lease_end = to_datetime(round((self._clock.time() + self._config.retry_lease) * 1000))
+            lease_end = self._lease_end(self._clock.time())
             try:
-                await self._pool.execute(
-                    self._sql.extend, unfinished, self._worker_id, self._tier, lease_end
-                )
+                await self._rows.extend(unfinished, self._worker_id, self._tier, lease_end)
             except TRANSIENT as exc:
                 log.warning(
                     "tier %s: renewing %d lease(s) failed: %s", self.name, len(unfinished), exc
@@ -274,8 +248,8 @@ class TablePoller:
         self,
         batch: list[tuple[int, Message]],
         results: dict[int, BaseException | None],
-    ) -> _Outcome:
-        outcome = _Outcome()
+    ) -> Outcome:
+        outcome = Outcome()
         intervals = self._config.retry_intervals
         for index, (row_id, message) in enumerate(batch):
             if index not in results:
@@ -296,7 +270,7 @@ class TablePoller:
             outcome.errors.append(clean_text(failure.error_message))
         return outcome
 
-    async def _record(self, outcome: _Outcome) -> None:
+    async def _record(self, outcome: Outcome) -> None:
         """Write the outcome, retrying database errors.
 
         Once stopping, gives up after ``drain_timeout``: the leases then expire
@@ -328,31 +302,8 @@ class TablePoller:
                 )
                 await self._clock.sleep(delay)
 
-    async def _write(self, outcome: _Outcome) -> None:
-        sql, me, tier = self._sql, self._worker_id, self._tier
-        async with self._pool.acquire() as conn, conn.transaction():
-            changed = 0
-            if outcome.succeeded:
-                changed += affected_rows(
-                    await conn.execute(sql.succeed, outcome.succeeded, me, tier)
-                )
-            if outcome.failed:
-                status = await conn.execute(
-                    sql.fail,
-                    outcome.failed,
-                    me,
-                    tier,
-                    outcome.states,
-                    outcome.due,
-                    outcome.failed_at,
-                    outcome.error_types,
-                    outcome.errors,
-                )
-                changed += affected_rows(status)
-            if outcome.released:
-                changed += affected_rows(
-                    await conn.execute(sql.release, outcome.released, me, tier)
-                )
+    async def _write(self, outcome: Outcome) -> None:
+        changed = await self._rows.write(outcome, self._worker_id, self._tier)
         if changed < outcome.rows:
             log.warning(
                 "tier %s: %d row(s) were no longer leased to this worker (the lease"
@@ -360,8 +311,3 @@ class TablePoller:
                 self.name,
                 outcome.rows - changed,
             )
-
-
-def _floor_ms(seconds: float) -> dt.datetime:
-    """``seconds`` as a datetime, rounded down so a row is never taken before it is due."""
-    return to_datetime(math.floor(seconds * 1000))

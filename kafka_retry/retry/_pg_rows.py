@@ -7,6 +7,7 @@ bind parameters and a claimed row back into a :class:`~kafka_retry.Message`.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ STATES = (PENDING, SUCCEEDED, DEAD_LETTERED)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MILLISECOND = dt.timedelta(milliseconds=1)
+_MS_TOLERANCE = 0.001
 
 
 class Row(Protocol):
@@ -35,6 +37,16 @@ class Row(Protocol):
 def to_datetime(epoch_ms: int) -> dt.datetime:
     """Epoch milliseconds as an aware UTC datetime (exact: no float on the way)."""
     return _EPOCH + dt.timedelta(milliseconds=epoch_ms)
+
+
+def floor_datetime(seconds: float) -> dt.datetime:
+    """A clock reading as a datetime, rounded down to the millisecond.
+
+    Rounding down means a row is never taken before it is due; a reading a
+    hair (under a microsecond) short of a millisecond counts as that
+    millisecond, since waking "at" a due time can read an ulp short of it.
+    """
+    return to_datetime(math.floor(seconds * 1000 + _MS_TOLERANCE))
 
 
 def to_epoch_ms(moment: dt.datetime) -> int:
@@ -164,11 +176,25 @@ def chain_indices(messages: Sequence[Message], ordering: str) -> list[list[int]]
     return list(chains.values())
 
 
-_COLUMNS = (
-    "consumer_group, main_topic, kafka_partition, kafka_offset, message_key, message_value,"
-    " header_names, header_values, message_timestamp, attempts, state, due_at, failed_at,"
-    " last_error_type, last_error"
+#: The columns an insert sets, in the order of :func:`insert_params`.
+INSERT_COLUMNS = (
+    "consumer_group",
+    "main_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "message_key",
+    "message_value",
+    "header_names",
+    "header_values",
+    "message_timestamp",
+    "attempts",
+    "state",
+    "due_at",
+    "failed_at",
+    "last_error_type",
+    "last_error",
 )
+_COLUMNS = ", ".join(INSERT_COLUMNS)
 _RETURNED = (
     "r.id, r.main_topic, r.kafka_partition, r.kafka_offset, r.message_key, r.message_value,"
     " r.header_names, r.header_values, r.message_timestamp, r.attempts, r.due_at,"
@@ -196,8 +222,8 @@ class Statements:
 
     @property
     def insert(self) -> str:
-        """Parameters: the 15 columns of :data:`_COLUMNS`, in order."""
-        placeholders = ", ".join(f"${n}" for n in range(1, 16))
+        """Parameters: the columns of :data:`INSERT_COLUMNS`, in order."""
+        placeholders = ", ".join(f"${n}" for n in range(1, len(INSERT_COLUMNS) + 1))
         return f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({placeholders})"
 
     @property

@@ -58,6 +58,7 @@ from kafka_retry.retry._pg_rows import (
     insert_params,
 )
 from kafka_retry.retry._pg_schema import migrate, template_names
+from kafka_retry.retry._pg_table import PgRows, RetryRows
 from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend
 from kafka_retry.runtime.dispatch import Dispatcher, Handler
 from kafka_retry.runtime.tier import Tier
@@ -67,11 +68,13 @@ __all__ = [
     "PostgresBackend",
     "PostgresStore",
     "RetryCounts",
+    "RetryRows",
     "apply_migrations",
     "counts",
     "dead_lettered_count",
     "delete_succeeded",
     "open_postgres_backend",
+    "table_backend",
 ]
 
 log = logging.getLogger("kafka_retry")
@@ -92,23 +95,19 @@ class PostgresStore:
     committed or the caller is cancelled; the offset is not done before then.
 
     Args:
-        pool: The backend's connection pool.
-        config: The consumer's settings (``database`` must be set).
+        rows: The retry table.
+        config: The consumer's settings.
         clock: Time source for backoff sleeps.
         observer: Told about every failed insert.
     """
 
     def __init__(
-        self, pool: Pool, config: Config, clock: Clock, observer: Observer | None = None
+        self, rows: RetryRows, config: Config, clock: Clock, observer: Observer | None = None
     ) -> None:
-        if config.database is None:
-            raise ConfigError("database", "the postgres retry backend needs database settings")
-        self._pool = pool
+        self._rows = rows
         self._intervals = config.retry_intervals
         self._clock = clock
         self._observer: Observer = observer or NullObserver()
-        self._sql = Statements.of(config.database)
-        self._where = f"{config.database.schema}.{config.database.table}"
 
     async def schedule(self, failure: Failure) -> None:
         """Insert a pending row with ``attempts = failure.attempts``, due after its interval."""
@@ -124,10 +123,10 @@ class PostgresStore:
         backoff = Backoff()
         while True:
             try:
-                await self._pool.execute(self._sql.insert, *params)
+                await self._rows.insert(params)
                 return
             except TRANSIENT as exc:
-                self._observer.forward_failed(self._where, type(exc).__name__)
+                self._observer.forward_failed(self._rows.where, type(exc).__name__)
                 delay = backoff.delay()
                 message = failure.message
                 log.warning(
@@ -150,15 +149,16 @@ class PostgresBackend:
     Attributes:
         retry: Takes retryable failures of the main tier.
         dead_letters: Takes final failures of the main tier.
-        tiers: One poller per retry interval, then the maintenance task.
-        pool: The connection pool (closed by the consumer's exit stack).
+        tiers: One poller per retry interval, then the maintenance task (if any).
+        pool: The connection pool (closed by the consumer's exit stack); None
+            for a table that is not in PostgreSQL.
         worker_id: What this instance writes to ``claimed_by``.
     """
 
     retry: RetryBackend
     dead_letters: DeadLetterSink
     tiers: list[Tier]
-    pool: Pool
+    pool: Pool | None
     worker_id: str
 
 
@@ -197,7 +197,24 @@ async def open_postgres_backend(
     stack.push_async_callback(close_pool, pool)
     async with pool.acquire() as conn:
         await migrate(conn, database)
-    store = PostgresStore(pool, config, clock, observer)
+    backend = table_backend(PgRows(pool, database), config, handlers, clock, observer)
+    backend.tiers.append(MaintenanceTier(config, pool, clock))
+    return attrs.evolve(backend, pool=pool)
+
+
+def table_backend(
+    rows: RetryRows,
+    config: Config,
+    handlers: Mapping[str, Handler],
+    clock: Clock,
+    observer: Observer | None = None,
+) -> PostgresBackend:
+    """The store and the retry tiers of the table backend on ``rows``, without maintenance.
+
+    :func:`open_postgres_backend` builds it on PostgreSQL; the in-memory test
+    mode builds it on a table in memory.
+    """
+    store = PostgresStore(rows, config, clock, observer)
     worker_id = new_worker_id()
     main_of = {topic: topic for topic in config.topics}
     tiers: list[Tier] = []
@@ -213,9 +230,8 @@ async def open_postgres_backend(
             observer=observer,
             tier=f"retry{tier}",
         )
-        tiers.append(TablePoller(tier, config, pool, dispatcher, clock, worker_id))
-    tiers.append(MaintenanceTier(config, pool, clock))
-    return PostgresBackend(store, store, tiers, pool, worker_id)
+        tiers.append(TablePoller(tier, config, rows, dispatcher, clock, worker_id))
+    return PostgresBackend(store, store, tiers, None, worker_id)
 
 
 async def apply_migrations(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from kafka_retry.metrics import Health, Metrics
+    from kafka_retry.retry.postgres import RetryRows
 
 __all__ = ["Consumer", "ConsumerState"]
 
@@ -61,6 +62,9 @@ class Consumer:
             ``registry`` do (nothing does with ``Config(metrics=False)``).
         registry: Where the metrics live (default: prometheus_client's global
             registry); they are created once per registry and shared by its consumers.
+        retry_table: Where the postgres retry backend keeps its rows (the
+            in-memory test mode passes a table in memory); default: the table
+            of ``config.database``.
 
     Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
     ``async with consumer:`` to run it in the background of a block.
@@ -75,11 +79,13 @@ class Consumer:
         transport: KafkaTransport | None = None,
         observer: Observer | None = None,
         registry: CollectorRegistry | None = None,
+        retry_table: RetryRows | None = None,
     ) -> None:
         self.config = config
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._clock: Clock = clock or SystemClock()
         self._transport: KafkaTransport = transport or AIOKafkaTransport()
+        self._retry_table = retry_table
         self._metrics: Metrics | None = None
         if config.metrics:
             from kafka_retry.metrics import Metrics, PrometheusObserver
@@ -233,11 +239,16 @@ class Consumer:
         dead_letters: DeadLetterSink
         retry_tiers: list[Tier] = []
         if config.retry_backend == "postgres":
-            from kafka_retry.retry.postgres import open_postgres_backend
+            from kafka_retry.retry import postgres
 
-            backend = await open_postgres_backend(
-                config, self._handlers, self._clock, stack, self._observer
-            )
+            if self._retry_table is None:
+                backend = await postgres.open_postgres_backend(
+                    config, self._handlers, self._clock, stack, self._observer
+                )
+            else:
+                backend = postgres.table_backend(
+                    self._retry_table, config, self._handlers, self._clock, self._observer
+                )
             self._pool = backend.pool
             retry, dead_letters, retry_tiers = backend.retry, backend.dead_letters, backend.tiers
         else:

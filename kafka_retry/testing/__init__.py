@@ -1,7 +1,7 @@
 """Test support: the in-memory mode, :func:`consume_until`, and a pytest plugin.
 
 In memory, the real consumer runtime runs against :class:`MemoryBroker` on a
-:class:`VirtualClock`::
+:class:`VirtualClock` (the postgres retry backend on a :class:`MemoryRetryTable`)::
 
     from kafka_retry.testing import TestConsumer
 
@@ -24,6 +24,7 @@ from kafka_retry.testing._clock import VirtualClock
 from kafka_retry.testing._consumer import MemoryConsumer
 from kafka_retry.testing._harness import MakeTestConsumer, TestConsumer
 from kafka_retry.testing._records import Call, DeadLetter, NotSettledError
+from kafka_retry.testing._table import MemoryRetryTable
 from kafka_retry.testing._until import consume_until
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MemoryBroker",
     "MemoryConsumer",
     "MemoryProducer",
+    "MemoryRetryTable",
     "MemoryTransport",
     "NotSettledError",
     "TestConsumer",

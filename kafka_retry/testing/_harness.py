@@ -14,14 +14,16 @@ from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata
 
 from kafka_retry.config import Config
-from kafka_retry.errors import ConfigError, ConsumerStateError
+from kafka_retry.errors import ConsumerStateError
 from kafka_retry.message import Header, Message
+from kafka_retry.retry._pg_rows import DEAD_LETTERED
 from kafka_retry.runtime.consumer import Consumer
 from kafka_retry.runtime.dispatch import Handler
 from kafka_retry.testing._broker import MemoryBroker
 from kafka_retry.testing._clients import MemoryTransport
 from kafka_retry.testing._clock import TIMER_TOLERANCE, VirtualClock
 from kafka_retry.testing._records import Call, DeadLetter, NotSettledError
+from kafka_retry.testing._table import MemoryRetryTable
 
 __all__ = ["MakeTestConsumer", "TestConsumer"]
 
@@ -40,9 +42,12 @@ class TestConsumer:
     The consumer is rebuilt from the same config and handlers with a
     :class:`MemoryTransport` and a :class:`VirtualClock`: tiers, routing,
     provenance and commits are the production code; only Kafka and time are
-    replaced. The main topics are created on construction (with the whole
-    chain when ``config.create_topics`` is off), so records can be published
-    before the consumer starts.
+    replaced. With ``retry_backend="postgres"``, the backend's own store and
+    pollers run on a :class:`MemoryRetryTable` (:attr:`table`) instead of
+    PostgreSQL; the database settings are not used. The main topics are created
+    on construction (with the whole chain when ``config.create_topics`` is off
+    and the backend is Kafka), so records can be published before the consumer
+    starts.
 
     Args:
         consumer: The application's :class:`~kafka_retry.Consumer` (only its
@@ -53,7 +58,6 @@ class TestConsumer:
         partitions: Partitions of each main topic created here.
 
     Raises:
-        ConfigError: The config asks for the postgres retry backend.
         ValueError: The broker's clock is not ``clock``.
     """
 
@@ -72,10 +76,6 @@ class TestConsumer:
             config, given = consumer.config, {**consumer.handlers, **(handlers or {})}
         else:
             config, given = consumer, dict(handlers or {})
-        if config.retry_backend != "kafka":
-            raise ConfigError(
-                "retry_backend", "the in-memory test mode runs the kafka retry backend only"
-            )
         if clock is None:
             clock = broker.clock if broker and isinstance(broker.clock, VirtualClock) else None
         self.clock: VirtualClock = clock or VirtualClock()
@@ -84,6 +84,12 @@ class TestConsumer:
             raise ValueError("the broker must run on the same clock: MemoryBroker(clock=clock)")
         self.config = config
         self.transport = MemoryTransport(self.broker)
+        #: The postgres backend's table, in memory; None with the Kafka backend.
+        self.table: MemoryRetryTable | None = None
+        if config.retry_backend == "postgres":
+            assert config.database is not None  # Config refuses postgres without it
+            where = f"{config.database.schema}.{config.database.table}"
+            self.table = MemoryRetryTable(self.clock, where)
         #: Every message a handler got, in the order the calls started.
         self.calls: list[Message] = []
         #: Every finished handler call, in the order they finished.
@@ -92,7 +98,13 @@ class TestConsumer:
         self._call_ids = itertools.count()
         recorded = {topic: self._recorded(handler) for topic, handler in given.items()}
         #: The consumer that runs: ``config`` and the recorded handlers, in memory.
-        self.consumer = Consumer(config, recorded, clock=self.clock, transport=self.transport)
+        self.consumer = Consumer(
+            config,
+            recorded,
+            clock=self.clock,
+            transport=self.transport,
+            retry_table=self.table,
+        )
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._create_topics(partitions)
@@ -103,7 +115,7 @@ class TestConsumer:
     def _create_topics(self, partitions: int) -> None:
         for topic in self.config.topics:
             self.broker.ensure_topic(topic, partitions)
-            if not self.config.create_topics:
+            if not self.config.create_topics and self.table is None:
                 count = self.broker.partitions(topic)
                 for name in self.config.topic_chain(topic)[1:]:
                     self.broker.ensure_topic(name, count)
@@ -213,7 +225,11 @@ class TestConsumer:
         )
 
     def dead_letters(self, topic: str) -> list[DeadLetter]:
-        """The dead letters of main topic ``topic``, decoded, partition by partition.
+        """The dead letters of main topic ``topic``, decoded.
+
+        With the Kafka backend, the dead-letter topic's records, partition by
+        partition; with the postgres backend, the dead-lettered rows of
+        :attr:`table`, in insertion order (see :meth:`DeadLetter.from_row`).
 
         Raises:
             ValueError: ``topic`` is not one of the config's topics.
@@ -222,6 +238,12 @@ class TestConsumer:
             raise ValueError(
                 f"{topic!r} is not a configured topic: {', '.join(self.config.topics)}"
             )
+        if self.table is not None:
+            return [
+                DeadLetter.from_row(row, self.table.where)
+                for row in self.table.rows(self.config.group)
+                if row["state"] == DEAD_LETTERED and row["main_topic"] == topic
+            ]
         name = self.config.chain(topic).dead_letter
         if not self.broker.has_topic(name):
             return []
@@ -293,11 +315,18 @@ class TestConsumer:
         if self._task is None:
             raise ConsumerStateError("start the TestConsumer first: async with TestConsumer(...)")
         loop = asyncio.get_running_loop()
-        last: tuple[int, int, int, int] | None = None
+        last: tuple[int, ...] | None = None
         quiet = 0
         while True:
             self._raise_if_ended()
-            now = (self.broker.version, self.clock.version, len(self.calls), len(self.history))
+            table = 0 if self.table is None else self.table.version
+            now = (
+                self.broker.version,
+                self.clock.version,
+                table,
+                len(self.calls),
+                len(self.history),
+            )
             quiet = quiet + 1 if now == last else 0
             last = now
             pending = self._pending()
@@ -324,6 +353,10 @@ class TestConsumer:
         ]
         for consumer in self.transport.consumers:
             reason = consumer.pending_work()
+            if reason is not None:
+                pending.append(reason)
+        if self.table is not None:
+            reason = self.table.pending_work()
             if reason is not None:
                 pending.append(reason)
         due = self.clock.next_due

@@ -8,6 +8,7 @@ import attrs
 
 from kafka_retry.errors import KafkaRetryError
 from kafka_retry.message import Header, Message, Provenance, decode_provenance, split_headers
+from kafka_retry.retry._pg_rows import Row, row_message
 
 __all__ = ["Call", "DeadLetter", "NotSettledError"]
 
@@ -48,12 +49,12 @@ class Call:
 
 @attrs.frozen
 class DeadLetter:
-    """A record of a dead-letter topic, decoded.
+    """A record of a dead-letter topic (or a dead-lettered row of the retry table), decoded.
 
     Attributes:
-        topic: The dead-letter topic.
-        partition: Its partition there.
-        offset: Its offset there.
+        topic: The dead-letter topic (the table, for a row).
+        partition: Its partition there (0 for a row).
+        offset: Its offset there (the row id, for a row).
         key: The original key, byte-exact.
         value: The original value, byte-exact.
         headers: The original headers, without ``kafka-retry-*`` ones.
@@ -84,6 +85,27 @@ class DeadLetter:
             headers=original,
             timestamp=record.timestamp,
             provenance=decode_provenance(ours) if ours else None,
+        )
+
+    @classmethod
+    def from_row(cls, row: Row, table: str = "retry table") -> DeadLetter:
+        """Decode a dead-lettered row of the postgres backend's table.
+
+        ``row`` is a row of ``SELECT * FROM <schema>.<table>`` (asyncpg's, or the
+        in-memory table's). ``topic`` is then ``table``, ``partition`` 0 and
+        ``offset`` the row's id; the provenance is the row's (original topic,
+        partition and offset, attempts made, last error in full).
+        """
+        message = row_message(row, row["consumer_group"])
+        return cls(
+            topic=table,
+            partition=0,
+            offset=row["id"],
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            timestamp=message.timestamp,
+            provenance=message.provenance,
         )
 
     @property

@@ -4,11 +4,10 @@ A scenario is an ``async def (harness) -> None`` that sets topics up through a
 :class:`Harness`, runs a consumer, waits, and asserts what a user can observe:
 the handler calls (attempts, topics, keys, values, headers, provenance) and
 the dead letters (key, value, original headers, error, attempts). The same
-assertions hold in both modes; that is the point.
-
-A harness for the PostgreSQL retry backend is still to come: it would set
-``retry_backend="postgres"`` in :meth:`Harness.config`, and read retries and
-dead letters from the table instead of topics.
+assertions hold in both modes and with both retry backends; that is the point.
+With the postgres backend a harness sets ``retry_backend="postgres"`` in
+:meth:`Harness.config` and reads retries and dead letters from the table (in
+memory: :class:`~kafka_retry.testing.MemoryRetryTable`).
 """
 
 from __future__ import annotations
@@ -16,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from kafka_retry import Config, Consumer, Message, NonRetryableError
+import asyncpg
+
+from kafka_retry import Config, Consumer, DatabaseConfig, Message, NonRetryableError
 from kafka_retry.runtime.dispatch import Handler
 from kafka_retry.testing import DeadLetter, MemoryBroker, TestConsumer, VirtualClock
 
@@ -29,15 +30,18 @@ Record = tuple[bytes | None, bytes | None, Sequence[Header]]
 
 ODD_VALUE = b"\xff\x00\xfe not utf-8 \x80"
 DUP_HEADERS: list[Header] = [("trace", b"1"), ("trace", b"2"), ("bin", b"\x00\xff")]
+Backend = Literal["kafka", "postgres"]
+BACKENDS: list[Backend] = ["kafka", "postgres"]
 
 
 class Harness(Protocol):
     """Where a scenario runs: topics, records, a running consumer, what came out."""
 
     name: str
+    backend: Backend
 
     def config(self, **fields: Any) -> Config:
-        """A Config for this harness's broker, with a fresh group."""
+        """A Config for this harness's broker and retry backend, with a fresh group."""
 
     def now(self) -> float:
         """The consumer's clock, seconds since the epoch."""
@@ -61,6 +65,21 @@ class Harness(Protocol):
 
     async def retried(self, config: Config, topic: str) -> int:
         """How many records went to ``topic``'s first retry tier."""
+
+
+def topic_of(h: Harness, config: Config, topic: str, attempt: int) -> str:
+    """The topic a handler sees at ``attempt``: a retry topic, or the main one for table rows."""
+    return config.topic_chain(topic)[attempt - 1] if h.backend == "kafka" else topic
+
+
+def scheduled(rows: Sequence[Any], topic: str) -> int:
+    """Rows of ``topic`` that went to a retry tier (all but first-attempt dead letters)."""
+    return sum(
+        1
+        for row in rows
+        if row["main_topic"] == topic
+        and not (row["state"] == "dead_lettered" and row["attempts"] == 1)
+    )
 
 
 class Recorder:
@@ -87,13 +106,18 @@ class MemoryHarness:
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, backend: Backend = "kafka") -> None:
+        self.backend = backend
         self.clock = VirtualClock()
         self.broker = MemoryBroker(clock=self.clock)
         self._running: TestConsumer | None = None
+        self._last: TestConsumer | None = None
 
     def config(self, **fields: Any) -> Config:
         fields.setdefault("group", fresh("g"))
+        if self.backend == "postgres":
+            # The in-memory table uses only the schema and table names.
+            fields.update(retry_backend="postgres", database=DatabaseConfig(schema="memory"))
         return Config(bootstrap_servers="in-memory:9092", **fields)
 
     def now(self) -> float:
@@ -110,7 +134,7 @@ class MemoryHarness:
     @contextlib.asynccontextmanager
     async def running(self, config: Config, handlers: Mapping[str, Handler]) -> AsyncIterator[None]:
         async with TestConsumer(config, handlers, broker=self.broker) as consumer:
-            self._running = consumer
+            self._running = self._last = consumer
             try:
                 yield
             finally:
@@ -122,10 +146,12 @@ class MemoryHarness:
         assert condition(), "condition does not hold once all work is done"
 
     async def dead_letters(self, config: Config, topic: str, count: int) -> list[DeadLetter]:
-        name = config.chain(topic).dead_letter
-        return [DeadLetter.from_record(r) for r in self.broker.records(name)]
+        assert self._last is not None, "no consumer ran"
+        return self._last.dead_letters(topic)
 
     async def retried(self, config: Config, topic: str) -> int:
+        if self._last is not None and self._last.table is not None:
+            return scheduled(self._last.table.rows(), topic)
         return len(self.broker.records(config.chain(topic).retries[0]))
 
 
@@ -134,11 +160,17 @@ class KafkaHarness:
 
     name = "kafka"
 
-    def __init__(self, kafka: Any) -> None:
+    def __init__(self, kafka: Any, database_url: str | None = None, schema: str = "") -> None:
+        self.backend: Backend = "kafka" if database_url is None else "postgres"
         self._kafka = kafka
         self._bootstrap: str = kafka.bootstrap_servers
+        self._database_url = database_url
+        self._schema = schema
 
     def config(self, **fields: Any) -> Config:
+        if self._database_url is not None:
+            database = DatabaseConfig.from_url(self._database_url, schema=self._schema)
+            fields.update(retry_backend="postgres", database=database)
         return config_for(self._kafka, **fields)
 
     def now(self) -> float:
@@ -159,13 +191,36 @@ class KafkaHarness:
         await eventually(condition)
 
     async def dead_letters(self, config: Config, topic: str, count: int) -> list[DeadLetter]:
+        if config.database is not None:
+            # A final failure is in the table before its offset is done: no waiting.
+            where = f"{config.database.schema}.{config.database.table}"
+            return [
+                DeadLetter.from_row(row, where)
+                for row in await self._rows(config)
+                if row["state"] == "dead_lettered" and row["main_topic"] == topic
+            ]
         # Expecting none: look briefly, since absence cannot be awaited.
         name, within = config.chain(topic).dead_letter, 30 if count else 1
         records = await read_all(self._bootstrap, name, count or 1, within)
         return [DeadLetter.from_record(r) for r in records]
 
     async def retried(self, config: Config, topic: str) -> int:
+        if config.database is not None:
+            return scheduled(await self._rows(config), topic)
         return len(await read_all(self._bootstrap, config.chain(topic).retries[0], 1, within=1))
+
+    async def _rows(self, config: Config) -> list[asyncpg.Record]:
+        database = config.database
+        assert database is not None and self._database_url is not None
+        conn = await asyncpg.connect(self._database_url)
+        try:
+            return await conn.fetch(
+                f'SELECT * FROM "{database.schema}"."{database.table}"'
+                " WHERE consumer_group = $1 ORDER BY id",
+                config.group,
+            )
+        finally:
+            await conn.close()
 
 
 def _fail_first(message: Message) -> Exception | None:
@@ -207,7 +262,7 @@ async def retry_then_success(h: Harness) -> None:
         await h.wait_for(lambda: len(handler.calls) == 2)
     first, retry = handler.calls
     assert (retry.attempt, retry.main_topic) == (2, topic)
-    assert retry.topic == config.topic_chain(topic)[1]
+    assert retry.topic == topic_of(h, config, topic, 2)
     _assert_original(retry, b"k", ODD_VALUE)
     assert retry.timestamp == first.timestamp
     provenance = retry.provenance
@@ -231,7 +286,7 @@ async def exhausted_to_dead_letter(h: Harness) -> None:
         await h.wait_for(lambda: len(handler.calls) == 3)
         dead = await h.dead_letters(config, topic, 1)
     assert [m.attempt for m in handler.calls] == [1, 2, 3]
-    assert [m.topic for m in handler.calls] == config.topic_chain(topic)[:3]
+    assert [m.topic for m in handler.calls] == [topic_of(h, config, topic, a) for a in (1, 2, 3)]
     for retry, interval in zip(handler.calls[1:], (1000, 2000), strict=True):
         assert retry.provenance is not None
         assert retry.provenance.due_at == retry.provenance.failed_at + interval
@@ -280,7 +335,7 @@ async def two_topics(h: Harness) -> None:
     async with h.running(config, {product: on_product, price: on_price}):
         await h.wait_for(lambda: len(on_product.calls) == 2 and len(on_price.calls) == 2)
     for handler, topic, value in ((on_product, product, b"product"), (on_price, price, b"price")):
-        assert [m.topic for m in handler.calls] == config.topic_chain(topic)[:2]
+        assert [m.topic for m in handler.calls] == [topic_of(h, config, topic, a) for a in (1, 2)]
         assert [m.main_topic for m in handler.calls] == [topic, topic]
         assert [m.value for m in handler.calls] == [value, value]
 

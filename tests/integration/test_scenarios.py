@@ -13,5 +13,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 async def test_scenario_on_kafka(scenario: Scenario, kafka_service: Any) -> None:
-    """Each scenario's observable results hold against a real broker."""
+    """Each scenario's observable results hold against a real broker (Kafka retry topics)."""
     await scenario(KafkaHarness(kafka_service))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+async def test_scenario_on_postgres(
+    scenario: Scenario, kafka_service: Any, database_url: str, db_schema: str
+) -> None:
+    """Each scenario's observable results hold against a real broker and PostgreSQL."""
+    await scenario(KafkaHarness(kafka_service, database_url, db_schema))

@@ -22,6 +22,7 @@ from kafka_retry import (
 from kafka_retry._clock import SystemClock
 from kafka_retry._devstack.secure import SecurePostgres
 from kafka_retry.retry._pg_connect import connect
+from kafka_retry.retry._pg_table import PgRows
 from kafka_retry.retry.base import Failure
 from kafka_retry.retry.postgres import PostgresStore, apply_migrations, counts
 from tests import certs
@@ -298,7 +299,7 @@ async def test_hostile_values_are_stored_as_data(database_url: str, db_schema: s
     failure = Failure(message, HOSTILE, HOSTILE, int(time.time() * 1000), HOSTILE, final=False)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        await PostgresStore(pool, config, SystemClock()).schedule(failure)
+        await PostgresStore(PgRows(pool, database), config, SystemClock()).schedule(failure)
         rows = await counts(pool, database, HOSTILE)
         stored = await pool.fetchrow(
             f"SELECT consumer_group, main_topic, last_error, last_error_type, header_names"

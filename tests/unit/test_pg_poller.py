@@ -10,6 +10,7 @@ import asyncpg
 from kafka_retry import Config, DatabaseConfig, Message
 from kafka_retry._clock import SystemClock
 from kafka_retry.retry._pg_poller import TablePoller
+from kafka_retry.retry._pg_table import PgRows
 from kafka_retry.runtime.dispatch import Dispatcher
 
 
@@ -50,7 +51,8 @@ async def test_an_internal_client_error_is_retried() -> None:
     clock = SystemClock()
     dispatcher = Dispatcher(config, {"t": succeeding}, {"t": "t"}, 2, None, None, clock)  # type: ignore[arg-type]
     pool = DyingSessionPool()
-    poller = TablePoller(1, config, pool, dispatcher, clock, "me")  # type: ignore[arg-type]
+    rows = PgRows(pool, DatabaseConfig())  # type: ignore[arg-type]
+    poller = TablePoller(1, config, rows, dispatcher, clock, "me")
     running = asyncio.create_task(poller.run())
     await asyncio.wait(
         {running, asyncio.create_task(pool.claimed_again.wait())},

@@ -10,10 +10,8 @@ import pytest
 
 from kafka_retry import (
     Config,
-    ConfigError,
     Consumer,
     ConsumerStateError,
-    DatabaseConfig,
     Message,
     NonRetryableError,
     SetupError,
@@ -263,9 +261,6 @@ async def test_lifecycle_misuse() -> None:
             pass
     with pytest.raises(ValueError, match="same clock"):
         TestConsumer(make_config(), broker=MemoryBroker(), clock=VirtualClock())
-    postgres = make_config(retry_backend="postgres", database=DatabaseConfig())
-    with pytest.raises(ConfigError, match="kafka retry backend only"):
-        TestConsumer(postgres)
 
 
 async def test_start_and_stop_are_fast() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.scenarios import SCENARIOS, MemoryHarness, Scenario
+from tests.integration.scenarios import BACKENDS, SCENARIOS, Backend, MemoryHarness, Scenario
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-async def test_scenario_in_memory(scenario: Scenario) -> None:
-    """Each scenario's observable results hold in memory."""
-    await scenario(MemoryHarness())
+async def test_scenario_in_memory(scenario: Scenario, backend: Backend) -> None:
+    """Each scenario's observable results hold in memory, with either retry backend."""
+    await scenario(MemoryHarness(backend))

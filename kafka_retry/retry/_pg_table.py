@@ -1,0 +1,171 @@
+"""Where the table backend keeps its rows: the interface, and PostgreSQL behind it.
+
+The table backend's code (:class:`~kafka_retry.retry.postgres.PostgresStore`
+inserting failures, :class:`~kafka_retry.retry._pg_poller.TablePoller` claiming
+and recording) talks to a :class:`RetryRows`. In production that is
+:class:`PgRows`, the SQL of :class:`~kafka_retry.retry._pg_rows.Statements` on
+an asyncpg pool; the in-memory test mode passes a table kept in memory with the
+same semantics, so both run the same backend code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeAlias
+
+import asyncpg
+import attrs
+
+from kafka_retry.config import DatabaseConfig
+from kafka_retry.retry._pg_rows import Row, Statements, affected_rows
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+#: The longest a PostgreSQL poller sleeps, so that rows added by others are seen soon.
+POLL_CAP = 1.0
+
+
+@attrs.define
+class Outcome:
+    """What happened to a claimed batch: succeeded, failed (moved on or dead-lettered), released.
+
+    ``failed`` and the lists after it are parallel: one entry per failed row.
+    """
+
+    succeeded: list[int] = attrs.Factory(list)
+    failed: list[int] = attrs.Factory(list)
+    states: list[str] = attrs.Factory(list)
+    due: list[dt.datetime] = attrs.Factory(list)
+    failed_at: list[dt.datetime] = attrs.Factory(list)
+    error_types: list[str] = attrs.Factory(list)
+    errors: list[str] = attrs.Factory(list)
+    released: list[int] = attrs.Factory(list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.succeeded) + len(self.failed) + len(self.released)
+
+
+class RetryRows(Protocol):
+    """The rows of the retry table, as the table backend uses them.
+
+    Every write of a poller is guarded: it changes a row only while the row is
+    pending at the poller's tier and leased to the poller's worker id.
+    Methods may raise the errors of :data:`~kafka_retry.retry._pg_connect.TRANSIENT`;
+    callers retry those.
+    """
+
+    @property
+    def where(self) -> str:
+        """``schema.table``, for logs and metric labels."""
+
+    @property
+    def poll_cap(self) -> float | None:
+        """The longest an idle poller sleeps; None when :meth:`on_change` reports every change."""
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever rows may have become claimable (may never be called)."""
+
+    async def insert(self, params: Sequence[object]) -> None:
+        """Insert one row: the values of :data:`~kafka_retry.retry._pg_rows.INSERT_COLUMNS`."""
+
+    async def claim(
+        self,
+        group: str,
+        tier: int,
+        now: dt.datetime,
+        limit: int,
+        lease_end: dt.datetime,
+        worker: str,
+        topics: Sequence[str],
+    ) -> list[Row]:
+        """Lease up to ``limit`` pending rows of ``tier`` due by ``now``, earliest first."""
+
+    async def next_due(
+        self, group: str, tier: int, now: dt.datetime, topics: Sequence[str]
+    ) -> dt.datetime | None:
+        """The earliest due time after ``now`` of a pending row of ``tier``, or None."""
+
+    async def extend(
+        self, ids: Sequence[int], worker: str, tier: int, lease_end: dt.datetime
+    ) -> None:
+        """Move the lease end of ``worker``'s rows ``ids`` to ``lease_end``."""
+
+    async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
+        """Record ``outcome`` atomically; return how many rows were still ``worker``'s."""
+
+
+class PgRows:
+    """:class:`RetryRows` in a PostgreSQL table, through an asyncpg pool.
+
+    Args:
+        pool: The connection pool.
+        database: Names the schema and table.
+    """
+
+    def __init__(self, pool: Pool, database: DatabaseConfig) -> None:
+        self._pool = pool
+        self._sql = Statements.of(database)
+        self.where = f"{database.schema}.{database.table}"
+        self.poll_cap: float | None = POLL_CAP
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Nothing to do: other processes write the table too, so pollers poll."""
+
+    async def insert(self, params: Sequence[object]) -> None:
+        await self._pool.execute(self._sql.insert, *params)
+
+    async def claim(
+        self,
+        group: str,
+        tier: int,
+        now: dt.datetime,
+        limit: int,
+        lease_end: dt.datetime,
+        worker: str,
+        topics: Sequence[str],
+    ) -> list[Row]:
+        return list(
+            await self._pool.fetch(
+                self._sql.claim, group, tier, now, limit, lease_end, worker, list(topics)
+            )
+        )
+
+    async def next_due(
+        self, group: str, tier: int, now: dt.datetime, topics: Sequence[str]
+    ) -> dt.datetime | None:
+        due: dt.datetime | None = await self._pool.fetchval(
+            self._sql.next_due, group, tier, now, list(topics)
+        )
+        return due
+
+    async def extend(
+        self, ids: Sequence[int], worker: str, tier: int, lease_end: dt.datetime
+    ) -> None:
+        await self._pool.execute(self._sql.extend, list(ids), worker, tier, lease_end)
+
+    async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
+        sql = self._sql
+        changed = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            if outcome.succeeded:
+                status = await conn.execute(sql.succeed, outcome.succeeded, worker, tier)
+                changed += affected_rows(status)
+            if outcome.failed:
+                status = await conn.execute(
+                    sql.fail,
+                    outcome.failed,
+                    worker,
+                    tier,
+                    outcome.states,
+                    outcome.due,
+                    outcome.failed_at,
+                    outcome.error_types,
+                    outcome.errors,
+                )
+                changed += affected_rows(status)
+            if outcome.released:
+                status = await conn.execute(sql.release, outcome.released, worker, tier)
+                changed += affected_rows(status)
+        return changed

@@ -1,0 +1,227 @@
+"""The postgres retry backend's table, in memory: what the test mode runs that backend on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kafka_retry._clock import Clock
+from kafka_retry.retry._pg_rows import (
+    DEAD_LETTERED,
+    INSERT_COLUMNS,
+    PENDING,
+    SUCCEEDED,
+    Row,
+    floor_datetime,
+)
+from kafka_retry.retry._pg_table import Outcome
+from kafka_retry.retry.postgres import RetryCounts
+
+__all__ = ["MemoryRetryTable"]
+
+
+class MemoryRetryTable:
+    """The retry table of the postgres backend, kept in memory.
+
+    :class:`~kafka_retry.testing.TestConsumer` runs the postgres backend's own
+    code (the store that inserts failures, the pollers that claim due rows with
+    a lease, run the handlers and record the outcome) on this table instead of
+    PostgreSQL. It keeps the table's semantics: rows have the same columns,
+    claims take pending rows of one tier that are due and not leased, earliest
+    first, and every write of a poller only changes rows still leased to it.
+
+    Differences, on purpose: pollers are told when rows change, so an idle
+    poller sleeps until the next due time (or a change) instead of polling
+    every second; succeeded rows are kept (no maintenance task), so a test can
+    look at them. The table never fails: test database outages against
+    PostgreSQL.
+
+    Args:
+        clock: Gives ``created_at`` and ``updated_at``.
+        where: The table's name in logs and metrics, ``schema.table``.
+    """
+
+    def __init__(self, clock: Clock, where: str = "kafka_retry.kafka_consumer_retries") -> None:
+        self._clock = clock
+        self.where = where
+        self.poll_cap: float | None = None
+        self._rows: dict[int, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._listeners: list[Callable[[], None]] = []
+        self._version = 0
+
+    def __repr__(self) -> str:
+        return f"<MemoryRetryTable {self.where} rows={len(self._rows)}>"
+
+    @property
+    def version(self) -> int:
+        """A counter that changes with every write."""
+        return self._version
+
+    # What a test looks at
+
+    def rows(self, group: str | None = None) -> list[Mapping[str, Any]]:
+        """Copies of the rows (of ``group``, if given) in insertion order, keyed by column."""
+        return [dict(row) for row in self._rows.values() if group in (None, row["consumer_group"])]
+
+    def counts(self, group: str) -> RetryCounts:
+        """``group``'s rows per state (as :func:`kafka_retry.retry.postgres.counts` gives them)."""
+        pending: dict[int, int] = {}
+        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
+        for row in self.rows(group):
+            if row["state"] == PENDING:
+                pending[row["attempts"]] = pending.get(row["attempts"], 0) + 1
+            else:
+                totals[row["state"]] += 1
+        return RetryCounts(
+            pending=dict(sorted(pending.items())),
+            succeeded=totals[SUCCEEDED],
+            dead_lettered=totals[DEAD_LETTERED],
+        )
+
+    def pending_work(self) -> str | None:
+        """Why the backend is not idle, or None: rows due but not claimed, or claimed rows."""
+        now = self._now()
+        due = leased = 0
+        for row in self._rows.values():
+            if row["state"] != PENDING:
+                continue
+            if _leased(row, now):
+                leased += 1
+            elif row["due_at"] <= now:
+                due += 1
+        reasons = []
+        if due:
+            reasons.append(f"{due} due")
+        if leased:
+            reasons.append(f"{leased} claimed by a poller")
+        return f"retry table {self.where}: rows {', '.join(reasons)}" if reasons else None
+
+    # The backend's side (see kafka_retry.retry._pg_table.RetryRows)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every insert and write."""
+        self._listeners.append(callback)
+
+    async def insert(self, params: Sequence[object]) -> None:
+        if len(params) != len(INSERT_COLUMNS):
+            raise ValueError(f"{len(INSERT_COLUMNS)} values expected, got {len(params)}")
+        row: dict[str, Any] = dict(zip(INSERT_COLUMNS, params, strict=True))
+        names, values = row["header_names"], row["header_values"]
+        if len(names) != len(values):  # the table's CHECK constraint
+            raise ValueError(f"{len(names)} header names but {len(values)} values")
+        row["header_names"], row["header_values"] = list(names), list(values)
+        row_id = next(self._ids)
+        now = self._now()
+        row.update(id=row_id, claimed_until=None, claimed_by=None, created_at=now, updated_at=now)
+        self._rows[row_id] = row
+        self._changed()
+
+    async def claim(
+        self,
+        group: str,
+        tier: int,
+        now: dt.datetime,
+        limit: int,
+        lease_end: dt.datetime,
+        worker: str,
+        topics: Sequence[str],
+    ) -> list[Row]:
+        due = [
+            row
+            for row in self._waiting(group, tier, topics)
+            if row["due_at"] <= now and not _leased(row, now)
+        ]
+        due.sort(key=lambda row: (row["due_at"], row["id"]))
+        claimed: list[Row] = []
+        for row in due[:limit]:
+            row.update(claimed_until=lease_end, claimed_by=worker, updated_at=self._now())
+            claimed.append(dict(row))
+        if claimed:
+            self._version += 1
+        return claimed
+
+    async def next_due(
+        self, group: str, tier: int, now: dt.datetime, topics: Sequence[str]
+    ) -> dt.datetime | None:
+        later = [row["due_at"] for row in self._waiting(group, tier, topics) if row["due_at"] > now]
+        return min(later, default=None)
+
+    async def extend(
+        self, ids: Sequence[int], worker: str, tier: int, lease_end: dt.datetime
+    ) -> None:
+        for row in self._ours(ids, worker, tier):
+            row["claimed_until"] = lease_end
+
+    async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
+        now = self._now()
+        changed = 0
+        for row in self._ours(outcome.succeeded, worker, tier):
+            row.update(state=SUCCEEDED, attempts=row["attempts"] + 1)
+            changed += _release(row, now)
+        failed = zip(
+            outcome.failed,
+            outcome.states,
+            outcome.due,
+            outcome.failed_at,
+            outcome.error_types,
+            outcome.errors,
+            strict=True,
+        )
+        for row_id, state, due, failed_at, error_type, error in failed:
+            for row in self._ours([row_id], worker, tier):
+                row.update(
+                    state=state,
+                    attempts=row["attempts"] + 1,
+                    due_at=due,
+                    failed_at=failed_at,
+                    last_error_type=error_type,
+                    last_error=error,
+                )
+                changed += _release(row, now)
+        for row in self._ours(outcome.released, worker, tier):
+            changed += _release(row, now)
+        self._changed()
+        return changed
+
+    def _waiting(self, group: str, tier: int, topics: Sequence[str]) -> list[dict[str, Any]]:
+        return [
+            row
+            for row in self._rows.values()
+            if row["state"] == PENDING
+            and row["consumer_group"] == group
+            and row["attempts"] == tier
+            and row["main_topic"] in topics
+        ]
+
+    def _ours(self, ids: Sequence[int], worker: str, tier: int) -> list[dict[str, Any]]:
+        """The rows of ``ids`` still pending at ``tier`` and leased to ``worker``."""
+        rows = (self._rows.get(row_id) for row_id in ids)
+        return [
+            row
+            for row in rows
+            if row is not None
+            and row["state"] == PENDING
+            and row["attempts"] == tier
+            and row["claimed_by"] == worker
+        ]
+
+    def _now(self) -> dt.datetime:
+        return floor_datetime(self._clock.time())
+
+    def _changed(self) -> None:
+        self._version += 1
+        for callback in self._listeners:
+            callback()
+
+
+def _leased(row: Mapping[str, Any], now: dt.datetime) -> bool:
+    until: dt.datetime | None = row["claimed_until"]
+    return until is not None and until > now
+
+
+def _release(row: dict[str, Any], now: dt.datetime) -> int:
+    row.update(claimed_until=None, claimed_by=None, updated_at=now)
+    return 1

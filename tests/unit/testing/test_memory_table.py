@@ -1,0 +1,160 @@
+"""The postgres retry backend in memory: its own store and pollers on a MemoryRetryTable."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from kafka_retry import Config, DatabaseConfig, Message
+from kafka_retry.retry._pg_rows import INSERT_COLUMNS, to_datetime
+from kafka_retry.retry._pg_table import Outcome
+from kafka_retry.testing import MemoryRetryTable, TestConsumer, VirtualClock
+
+ODD = b"\xff\x00\xfe not utf-8 \x80"
+HEADERS = [("trace", b"1"), ("trace", b"2"), ("bin", b"\x00\xff")]
+
+
+def pg_config(**fields: Any) -> Config:
+    fields.setdefault("topics", ["product"])
+    return Config(
+        bootstrap_servers="localhost:9092",
+        group="shop",
+        retry_backend="postgres",
+        database=DatabaseConfig(schema="app", table="retries"),
+        **fields,
+    )
+
+
+async def failing(message: Message) -> None:
+    raise RuntimeError(f"boom {message.attempt}")
+
+
+async def test_a_retry_waits_in_the_table_until_its_interval() -> None:
+    """Fail once: a pending row at tier 1, handled at 60 s of clock time, then succeeded."""
+
+    async def fail_first(message: Message) -> None:
+        if message.attempt == 1:
+            raise ValueError("upstream down")
+
+    # A clock on a whole millisecond: due times are kept in milliseconds.
+    clock = VirtualClock(start=1_800_000_000.0)
+    config = pg_config(retry_intervals=[60])
+    async with TestConsumer(config, {"product": fail_first}, clock=clock) as t:
+        await t.publish("product", ODD, key=b"k", headers=HEADERS)
+        await t.settle()
+        assert t.table is not None
+        assert t.table.counts("shop").pending == {1: 1}
+        await t.advance(59.999)
+        assert len(t.calls) == 1
+        await t.advance(0.001)
+        assert [m.attempt for m in t.calls] == [1, 2]
+        counts = t.table.counts("shop")
+    retry = t.calls[1]
+    assert (retry.topic, retry.key, retry.value, list(retry.headers)) == (
+        "product",
+        b"k",
+        ODD,
+        HEADERS,
+    )
+    assert retry.provenance is not None
+    assert retry.provenance.due_at == retry.provenance.failed_at + 60_000
+    assert (counts.pending, counts.succeeded, counts.dead_lettered) == ({}, 1, 0)
+    # No retry or dead-letter topics with this backend.
+    assert not any(t.broker.has_topic(name) for name in config.topic_chain("product")[1:])
+
+
+async def test_drain_ends_without_polling_the_clock_forward() -> None:
+    """An idle poller waits for the next due row or a change, not a timer every second."""
+    config = pg_config(retry_intervals=[600, 3600])
+    async with TestConsumer(config, {"product": failing}) as t:
+        await t.publish("product", b"v", key=b"k")
+        await t.drain(max_jumps=20)  # 4,200 s of clock time in a handful of jumps
+        dead = t.dead_letters("product")
+    assert [m.attempt for m in t.calls] == [1, 2, 3]
+    [letter] = dead
+    assert (letter.topic, letter.key, letter.value) == ("app.retries", b"k", b"v")
+    assert (letter.attempts, letter.error_type, letter.error_message) == (
+        3,
+        "RuntimeError",
+        "boom 3",
+    )
+    assert letter.provenance is not None
+    assert letter.provenance.original_offset == t.calls[0].offset
+    assert t.table is not None
+    assert t.table.counts("shop").dead_lettered == 1
+
+
+async def test_retries_of_a_partition_run_in_due_order() -> None:
+    """ordering="partition": a claimed batch runs one row after another, earliest first."""
+    order: list[bytes] = []
+
+    async def record(message: Message) -> None:
+        if message.attempt == 1:
+            raise RuntimeError("later")
+        order.append(message.value or b"")
+
+    async with TestConsumer(pg_config(retry_intervals=[5]), {"product": record}) as t:
+        for value in (b"a", b"b", b"c"):
+            await t.publish("product", value)
+        await t.drain()
+    assert order == [b"a", b"b", b"c"]
+
+
+def _row_params(**fields: Any) -> list[object]:
+    values: dict[str, object] = {
+        "consumer_group": "shop",
+        "main_topic": "product",
+        "kafka_partition": 0,
+        "kafka_offset": 7,
+        "message_key": b"k",
+        "message_value": b"v",
+        "header_names": [b"h"],
+        "header_values": [b"1"],
+        "message_timestamp": 1,
+        "attempts": 1,
+        "state": "pending",
+        "due_at": to_datetime(1_000),
+        "failed_at": to_datetime(0),
+        "last_error_type": "RuntimeError",
+        "last_error": "boom",
+        **fields,
+    }
+    return [values[column] for column in INSERT_COLUMNS]
+
+
+async def test_writes_only_touch_rows_still_leased_to_the_writer() -> None:
+    """A worker whose lease expired and was taken over cannot record its outcome."""
+    clock = VirtualClock(start=10.0)
+    table = MemoryRetryTable(clock)
+    await table.insert(_row_params())
+    now = to_datetime(10_000)
+    soon = now + dt.timedelta(seconds=1)
+    [row] = await table.claim("shop", 1, now, 10, soon, "old", ["product"])
+    assert await table.claim("shop", 1, now, 10, soon, "new", ["product"]) == []
+    # The lease ends; another worker claims the row.
+    later = soon + dt.timedelta(milliseconds=1)
+    [again] = await table.claim(
+        "shop", 1, later, 10, later + dt.timedelta(seconds=60), "new", ["product"]
+    )
+    assert again["id"] == row["id"]
+    assert await table.write(Outcome(succeeded=[row["id"]]), "old", 1) == 0
+    assert table.counts("shop").pending == {1: 1}
+    assert await table.write(Outcome(succeeded=[row["id"]]), "new", 1) == 1
+    assert table.counts("shop").succeeded == 1
+    [stored] = table.rows("shop")
+    assert (stored["attempts"], stored["claimed_by"]) == (2, None)
+
+
+async def test_claims_take_only_due_rows_of_the_tier_and_topics() -> None:
+    """Pending rows due by now, of this group, tier and main topics; next_due sees the rest."""
+    table = MemoryRetryTable(VirtualClock(start=0.0))
+    await table.insert(_row_params(kafka_offset=1, due_at=to_datetime(5_000)))
+    await table.insert(_row_params(kafka_offset=2, due_at=to_datetime(1_000)))
+    await table.insert(_row_params(kafka_offset=3, attempts=2))
+    await table.insert(_row_params(kafka_offset=4, consumer_group="other"))
+    await table.insert(_row_params(kafka_offset=5, main_topic="price"))
+    await table.insert(_row_params(kafka_offset=6, state="dead_lettered"))
+    now, lease = to_datetime(2_000), to_datetime(60_000)
+    claimed = await table.claim("shop", 1, now, 10, lease, "me", ["product"])
+    assert [row["kafka_offset"] for row in claimed] == [2]
+    assert await table.next_due("shop", 1, now, ["product"]) == to_datetime(5_000)
