@@ -177,6 +177,32 @@ def decode_provenance(fields: dict[str, bytes]) -> Provenance | None:
     )
 
 
+def escape_header_name(name: str) -> str:
+    """``name`` as valid UTF-8 text: bytes that were not UTF-8 become ``\\xNN`` text.
+
+    A header name that is not valid UTF-8 reaches handlers decoded with
+    ``surrogateescape`` (``docs/advanced/security.md``); aiokafka's producer and
+    UTF-8 terminals refuse the surrogates, so ``b"\\xff-id"`` is written as the
+    7-character name ``\\xff-id``. Other names are returned as they are.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no decoding produced
+            return name.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    return name
+
+
+def producible_headers(headers: Sequence[Header]) -> Sequence[Header]:
+    """``headers`` with names :func:`escape_header_name` made; ``headers`` itself if all ASCII."""
+    if all(name.isascii() for name, _ in headers):  # the common case
+        return headers
+    return tuple((escape_header_name(name), value) for name, value in headers)
+
+
 def with_provenance(original: Sequence[Header], provenance: Provenance) -> list[Header]:
     """Original headers followed by fresh provenance headers."""
     return [*original, *provenance.to_headers()]

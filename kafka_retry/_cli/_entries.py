@@ -16,6 +16,7 @@ from kafka_retry._cli._output import (
     table,
 )
 from kafka_retry.deadletter import DeadLetterEntry
+from kafka_retry.message import escape_header_name
 
 _LIST_HEADERS = ["TOPIC", "ID", "DEAD-LETTERED", "ATTEMPTS", "KEY", "ERROR"]
 
@@ -56,7 +57,7 @@ def entry_json(entry: DeadLetterEntry) -> dict[str, Any]:
         "error_message": origin.error_message if origin else None,
         "key": bytes_json(entry.key),
         "value": bytes_json(entry.value),
-        "headers": [[name, bytes_json(value)] for name, value in entry.headers],
+        "headers": [[escape_header_name(n), bytes_json(v)] for n, v in entry.headers],
         "timestamp": iso_time(entry.timestamp) if entry.timestamp >= 0 else None,
         "original": None
         if origin is None
@@ -109,7 +110,7 @@ def show_lines(entry: DeadLetterEntry) -> list[str]:
     lines.append(f"{'headers':<14}{len(entry.headers)}")
     for name, value in entry.headers:
         shown = "null" if value is None else preview(value, 200)
-        lines.append(f"  {one_line(name)}: {shown}")
+        lines.append(f"  {one_line(escape_header_name(name))}: {shown}")
     value_summary, value_lines = _bytes_lines(entry.value)
     lines.append(f"{'value':<14}{value_summary}")
     lines.extend(value_lines)

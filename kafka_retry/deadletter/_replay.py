@@ -16,7 +16,7 @@ import json
 import attrs
 
 from kafka_retry.deadletter._model import DeadLetterEntry
-from kafka_retry.message import HEADER_PREFIX, Header
+from kafka_retry.message import HEADER_PREFIX, Header, producible_headers
 
 H_REPLAYED_FROM = HEADER_PREFIX + "replayed-from"
 H_REPLAYED_AT = HEADER_PREFIX + "replayed-at"
@@ -53,7 +53,7 @@ def replayed_record(
         now_ms: The replay's time.
         tier: The retry tier ``topic`` belongs to, or None for the main topic.
     """
-    headers: list[Header] = list(entry.headers)
+    headers: list[Header] = list(producible_headers(entry.headers))
     if tier is not None and entry.provenance is not None:
         fresh = attrs.evolve(entry.provenance, attempts=tier, due_at=now_ms)
         headers.extend(fresh.to_headers())

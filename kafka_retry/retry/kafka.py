@@ -17,7 +17,7 @@ from aiokafka.errors import (
 
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
-from kafka_retry.message import Header, Message, with_provenance
+from kafka_retry.message import Header, Message, producible_headers, with_provenance
 from kafka_retry.retry.base import Failure
 from kafka_retry.topology import TopicChain
 
@@ -98,7 +98,7 @@ class KafkaForwarder:
         self, topic: str, failure: Failure, due_at: int, *, give_up_if_too_large: bool = False
     ) -> None:
         message = failure.message
-        headers = with_provenance(message.headers, failure.provenance(due_at))
+        headers = with_provenance(producible_headers(message.headers), failure.provenance(due_at))
         backoff = _BACKOFF_FIRST
         while True:
             try:

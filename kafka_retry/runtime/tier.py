@@ -13,6 +13,7 @@ from kafka_retry._clock import Cancellable, Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
+from kafka_retry.runtime import _lenient
 from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
 from kafka_retry.runtime.dispatch import Dispatcher
 from kafka_retry.runtime.partition import PartitionWorker
@@ -98,6 +99,8 @@ class KafkaTier:
         observer: Observer | None = None,
     ) -> None:
         self.name = name
+        # Records with a header name that is not UTF-8 would otherwise stop the tier.
+        _lenient.install()
         self._observer: Observer = observer or NullObserver()
         #: Clock time of the last completed poll (None before the first).
         self.last_poll: float | None = None

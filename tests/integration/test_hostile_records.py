@@ -1,8 +1,8 @@
 """Records a hostile or careless producer may write: huge, header-heavy, with forged provenance.
 
 The consumer must neither crash, nor retry forever, nor park a partition for
-centuries: forged provenance headers are untrusted input (see
-``docs/advanced/security.md``).
+centuries: forged provenance headers are untrusted input, and a header name
+that is not UTF-8 is delivered, not fatal (see ``docs/advanced/security.md``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import time
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
-from kafka_retry import Consumer, DatabaseConfig, Message
+from kafka_retry import Consumer, ConsumerState, DatabaseConfig, Message
 from kafka_retry.message import (
     H_ATTEMPTS,
     H_DUE_AT,
@@ -27,6 +29,7 @@ from kafka_retry.message import (
     H_TOPIC,
     HEADER_PREFIX,
 )
+from tests.record_batches import RawName
 
 from .support import Header, config_for, create_topics, eventually, fresh, produce, read_all
 
@@ -217,8 +220,6 @@ async def _huge_round_trip(kafka_service: Any, fields: dict[str, Any]) -> None:
 
 
 async def _produce_big(bootstrap: str, topic: str, records: Any) -> None:
-    from aiokafka import AIOKafkaProducer
-
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", max_request_size=BIG_TOPIC_BYTES
     )
@@ -257,3 +258,120 @@ async def test_record_too_large_for_its_retry_topic_is_dead_lettered(kafka_servi
     assert b"too large" in ours[H_ERROR_MESSAGE][0]
     assert retry1.encode() in ours[H_ERROR_MESSAGE][0]
     assert ours[H_ATTEMPTS] == [b"1"]
+
+
+BAD_NAME = b"\xff\xfe-name"
+#: How a handler sees it: the bytes decoded with surrogateescape.
+LENIENT_NAME = BAD_NAME.decode("utf-8", "surrogateescape")
+#: How a retry or dead-letter topic carries it: undecodable bytes as \xNN text.
+ESCAPED_NAME = "\\xff\\xfe-name"
+BAD_VALUE = b"\x00\xff bad value"
+
+
+def bad_name_rows() -> list[tuple[bytes, bytes, list[Header]]]:
+    """A good record, one with a header name that is not UTF-8, another good one."""
+    return [
+        (b"before", b"v1", [("app", b"1")]),
+        (b"bad", BAD_VALUE, [(RawName(BAD_NAME), b"hv"), ("app", b"2")]),
+        (b"after", b"v3", []),
+    ]
+
+
+async def _produce_one_batch(
+    bootstrap: str, topic: str, rows: list[tuple[bytes, bytes, list[Header]]], compression: int
+) -> None:
+    """Produce ``rows`` as one record batch (so one fetch), header names as raw bytes.
+
+    aiokafka's producer encodes names as strict UTF-8 in C; its pure-Python
+    builder calls ``name.encode()``, which a :class:`RawName` answers with any bytes.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        batch._builder = _DefaultRecordBatchBuilderPy(2, compression, 0, -1, -1, 0, 1 << 20)
+        for key, value, headers in rows:
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
+        batch.close()
+        await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize("compression", [0, 1], ids=["uncompressed", "gzip"])
+async def test_header_name_not_utf8_is_handled_with_its_batch(
+    kafka_service: Any, compression: int
+) -> None:
+    """The record arrives with the name decoded leniently; its neighbours too; none again later."""
+    bootstrap = kafka_service.bootstrap_servers
+    topic = fresh("badname")
+    await create_topics(bootstrap, topic)
+    config = config_for(kafka_service, topics=[topic], retry_intervals=[DELAY])
+    await _produce_one_batch(bootstrap, topic, bad_name_rows(), compression)
+    handler = Recorder()
+    async with Consumer(config, {topic: handler}) as consumer:
+        await eventually(lambda: len(handler.calls) == 3, within=SLACK)
+        await produce(bootstrap, topic, [(b"later", b"v4", [])])
+        await eventually(lambda: len(handler.calls) == 4, within=SLACK)
+        assert consumer.state is ConsumerState.RUNNING
+    assert handler.keys(1) == [b"before", b"bad", b"after", b"later"]
+    bad = handler.calls[1]
+    assert (bad.key, bad.value, bad.offset) == (b"bad", BAD_VALUE, 1)
+    assert bad.headers == ((LENIENT_NAME, b"hv"), ("app", b"2"))
+    assert bad.headers[0][0].encode("utf-8", "surrogateescape") == BAD_NAME
+
+    # Restarted in the same group: the offsets were committed past all four.
+    again = Recorder()
+    async with Consumer(config, {topic: again}):
+        await produce(bootstrap, topic, [(b"after-restart", b"v5", [])])
+        await eventually(lambda: len(again.calls) == 1, within=SLACK)
+    assert again.keys(1) == [b"after-restart"]
+
+
+async def test_header_name_not_utf8_goes_through_retry_and_dead_letter(kafka_service: Any) -> None:
+    """Retry and dead-letter topics carry the name as \\xNN text; key and value byte-exact."""
+    bootstrap = kafka_service.bootstrap_servers
+    topic = fresh("badnameretry")
+    await create_topics(bootstrap, topic)
+    config = config_for(kafka_service, topics=[topic], retry_intervals=[DELAY])
+    dead = config.topic_chain(topic)[-1]
+    await _produce_one_batch(bootstrap, topic, bad_name_rows(), 0)
+    handler = Recorder(fail=lambda m: m.key == b"bad")
+    async with Consumer(config, {topic: handler}):
+        found = await read_all(bootstrap, dead, 1, within=3 * SLACK)
+    assert handler.keys(1) == [b"before", b"bad", b"after"]
+    (retried,) = [m for m in handler.calls if m.attempt == 2]
+    assert (retried.key, retried.value) == (b"bad", BAD_VALUE)
+    assert retried.headers == ((ESCAPED_NAME, b"hv"), ("app", b"2"))
+    (record,) = found
+    assert (record.key, record.value) == (b"bad", BAD_VALUE)
+    kept = [(name, value) for name, value in record.headers if not name.startswith(HEADER_PREFIX)]
+    assert kept == [(ESCAPED_NAME, b"hv"), ("app", b"2")]
+    ours = only_ours(record.headers)
+    assert ours[H_ERROR_TYPE] == [b"RuntimeError"]
+    assert ours[H_ATTEMPTS] == [b"2"]
+
+
+async def test_header_name_not_utf8_survives_a_postgres_retry_byte_exact(
+    kafka_service: Any, database_url: str, db_schema: str
+) -> None:
+    """The retry table keeps the name's bytes: the retry sees exactly what the first try saw."""
+    bootstrap = kafka_service.bootstrap_servers
+    topic = fresh("badnamepg")
+    await create_topics(bootstrap, topic)
+    database = DatabaseConfig.from_url(database_url, schema=db_schema)
+    config = config_for(
+        kafka_service,
+        topics=[topic],
+        retry_intervals=[0.5],
+        retry_backend="postgres",
+        database=database,
+    )
+    await _produce_one_batch(bootstrap, topic, bad_name_rows(), 0)
+    handler = Recorder(fail=lambda m: m.key == b"bad" and m.attempt == 1)
+    async with Consumer(config, {topic: handler}):
+        await eventually(lambda: len(handler.calls) == 4, within=2 * SLACK)
+    first, retried = [m for m in handler.calls if m.key == b"bad"]
+    assert retried.attempt == 2
+    assert (retried.key, retried.value, retried.headers) == (b"bad", BAD_VALUE, first.headers)
+    assert first.headers == ((LENIENT_NAME, b"hv"), ("app", b"2"))

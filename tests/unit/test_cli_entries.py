@@ -100,3 +100,23 @@ def test_show_binary_value() -> None:
     assert "key           null" in text
     assert "error         unknown (no provenance headers)" in text
     assert "replayed      2024-05-01 12:00:01Z to orders" in text
+
+
+def test_a_header_name_that_was_not_utf8_prints_escaped() -> None:
+    """show and --json write such a name as \\xNN text, never failing on a UTF-8 stdout."""
+    name = b"\xff-id".decode("utf-8", "surrogateescape")
+    entry = DeadLetterEntry(
+        id="1",
+        main_topic="orders",
+        source="public.kafka_consumer_retries",
+        key=None,
+        value=b"v",
+        headers=((name, b"1"),),
+        timestamp=-1,
+        dead_lettered_at=NOW,
+    )
+    shown = "\n".join(show_lines(entry))
+    assert "  \\xff-id: 1" in shown
+    shown.encode("utf-8")
+    written = json.dumps(entry_json(entry), ensure_ascii=False)
+    assert json.loads(written.encode("utf-8"))["headers"] == [["\\xff-id", {"text": "1"}]]
