@@ -33,25 +33,8 @@ from bench._common import (
     within,
 )
 from kafka_retry import Config, Consumer, DatabaseConfig, Message
+from kafka_retry.retry._pg_rows import INSERT_COLUMNS
 from kafka_retry.retry.postgres import apply_migrations
-
-_COLUMNS = [
-    "consumer_group",
-    "main_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "message_key",
-    "message_value",
-    "header_names",
-    "header_values",
-    "message_timestamp",
-    "attempts",
-    "state",
-    "due_at",
-    "failed_at",
-    "last_error_type",
-    "last_error",
-]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,7 +68,7 @@ async def insert_due_rows(
         for i in range(n)
     ]
     await conn.copy_records_to_table(
-        database.table, records=records, columns=_COLUMNS, schema_name=database.schema
+        database.table, records=records, columns=list(INSERT_COLUMNS), schema_name=database.schema
     )
 
 
