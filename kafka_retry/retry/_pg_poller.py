@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 from collections.abc import Sequence
 
 from kafka_retry._clock import Cancellable, Clock
@@ -71,7 +72,9 @@ class TablePoller:
         self._worker_id = worker_id
         self._topics = list(config.topics)
         self._sleeper = Sleeper(clock)
-        rows.on_change(self._sleeper.poke)
+        # Until when the poller naps without looking at the table (infinite while it looks).
+        self._wake_at = math.inf
+        rows.on_change(self._notice)
         self._backoff = Backoff()
         self._handling: set[asyncio.Task[None]] = set()
         self._drain_timer: Cancellable | None = None
@@ -101,7 +104,7 @@ class TablePoller:
                     full = await self._cycle()
                     self._backoff.reset()
                     if not full:
-                        await self._sleeper.nap(await self._idle_time())
+                        await self._nap(await self._idle_time())
                 except TRANSIENT as exc:
                     delay = self._backoff.delay()
                     log.warning(
@@ -122,6 +125,22 @@ class TablePoller:
         finally:
             if self._drain_timer is not None:
                 self._drain_timer.cancel()
+
+    def _notice(self, tier: int, due: dt.datetime) -> None:
+        """A row of ``tier`` is pending, due at ``due``: wake up if that is before the nap ends.
+
+        While the poller looks at the table, any notice ends its next nap at
+        once: the row may have come in after the look.
+        """
+        if tier == self._tier and to_epoch_ms(due) / 1000 < self._wake_at:
+            self._sleeper.poke()
+
+    async def _nap(self, seconds: float | None) -> None:
+        self._wake_at = math.inf if seconds is None else self._clock.time() + seconds
+        try:
+            await self._sleeper.nap(seconds)
+        finally:
+            self._wake_at = math.inf
 
     async def _cycle(self) -> bool:
         """Claim one batch and handle it; True when the batch was full.

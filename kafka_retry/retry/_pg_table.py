@@ -18,12 +18,18 @@ import asyncpg
 import attrs
 
 from kafka_retry.config import DatabaseConfig
-from kafka_retry.retry._pg_rows import Row, Statements, affected_rows
+from kafka_retry.retry._pg_rows import INSERT_COLUMNS, PENDING, Row, Statements, affected_rows
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 #: The longest a PostgreSQL poller sleeps, so that rows added by others are seen soon.
 POLL_CAP = 1.0
+
+#: Told that a row of retry tier ``tier`` is pending with due time ``due``.
+Listener = Callable[[int, dt.datetime], None]
+_ATTEMPTS = INSERT_COLUMNS.index("attempts")
+_STATE = INSERT_COLUMNS.index("state")
+_DUE_AT = INSERT_COLUMNS.index("due_at")
 
 
 @attrs.define
@@ -64,8 +70,12 @@ class RetryRows(Protocol):
     def poll_cap(self) -> float | None:
         """The longest an idle poller sleeps; None when :meth:`on_change` reports every change."""
 
-    def on_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever rows may have become claimable (may never be called)."""
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener(tier, due)`` when a row becomes pending at ``tier`` through this object.
+
+        Rows that other processes write are not reported; pollers find those
+        within :attr:`poll_cap`.
+        """
 
     async def insert(self, params: Sequence[object]) -> None:
         """Insert one row: the values of :data:`~kafka_retry.retry._pg_rows.INSERT_COLUMNS`."""
@@ -109,12 +119,15 @@ class PgRows:
         self._sql = Statements.of(database)
         self.where = f"{database.schema}.{database.table}"
         self.poll_cap: float | None = POLL_CAP
+        self._listeners: list[Listener] = []
 
-    def on_change(self, callback: Callable[[], None]) -> None:
-        """Nothing to do: other processes write the table too, so pollers poll."""
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
 
     async def insert(self, params: Sequence[object]) -> None:
         await self._pool.execute(self._sql.insert, *params)
+        if params[_STATE] == PENDING:
+            _tell(self._listeners, params[_ATTEMPTS], params[_DUE_AT])
 
     async def claim(
         self,
@@ -168,4 +181,13 @@ class PgRows:
             if outcome.released:
                 status = await conn.execute(sql.release, outcome.released, worker, tier)
                 changed += affected_rows(status)
+        for state, due in zip(outcome.states, outcome.due, strict=True):
+            if state == PENDING:
+                _tell(self._listeners, tier + 1, due)
         return changed
+
+
+def _tell(listeners: Sequence[Listener], tier: object, due: object) -> None:
+    assert isinstance(tier, int) and isinstance(due, dt.datetime)
+    for listener in listeners:
+        listener(tier, due)

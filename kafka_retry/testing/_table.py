@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka_retry._clock import Clock
@@ -16,7 +16,7 @@ from kafka_retry.retry._pg_rows import (
     Row,
     floor_datetime,
 )
-from kafka_retry.retry._pg_table import Outcome
+from kafka_retry.retry._pg_table import Listener, Outcome
 from kafka_retry.retry.postgres import RetryCounts
 
 __all__ = ["MemoryRetryTable"]
@@ -32,11 +32,11 @@ class MemoryRetryTable:
     claims take pending rows of one tier that are due and not leased, earliest
     first, and every write of a poller only changes rows still leased to it.
 
-    Differences, on purpose: pollers are told when rows change, so an idle
-    poller sleeps until the next due time (or a change) instead of polling
-    every second; succeeded rows are kept (no maintenance task), so a test can
-    look at them. The table never fails: test database outages against
-    PostgreSQL.
+    Differences, on purpose: pollers are told of every row that becomes
+    pending or is released, so an idle poller sleeps until the next due time
+    instead of also looking every second; succeeded rows are kept (no
+    maintenance task), so a test can look at them. The table never fails:
+    test database outages against PostgreSQL.
 
     Args:
         clock: Gives ``created_at`` and ``updated_at``.
@@ -49,7 +49,7 @@ class MemoryRetryTable:
         self.poll_cap: float | None = None
         self._rows: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(1)
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Listener] = []
         self._version = 0
 
     def __repr__(self) -> str:
@@ -101,9 +101,9 @@ class MemoryRetryTable:
 
     # The backend's side (see kafka_retry.retry._pg_table.RetryRows)
 
-    def on_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` after every insert and write."""
-        self._listeners.append(callback)
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener(tier, due)`` when a row becomes pending at ``tier``, or is released."""
+        self._listeners.append(listener)
 
     async def insert(self, params: Sequence[object]) -> None:
         if len(params) != len(INSERT_COLUMNS):
@@ -117,7 +117,9 @@ class MemoryRetryTable:
         now = self._now()
         row.update(id=row_id, claimed_until=None, claimed_by=None, created_at=now, updated_at=now)
         self._rows[row_id] = row
-        self._changed()
+        self._version += 1
+        if row["state"] == PENDING:
+            self._tell(row)
 
     async def claim(
         self,
@@ -181,9 +183,12 @@ class MemoryRetryTable:
                     last_error=error,
                 )
                 changed += _release(row, now)
+                if state == PENDING:
+                    self._tell(row)
         for row in self._ours(outcome.released, worker, tier):
             changed += _release(row, now)
-        self._changed()
+            self._tell(row)
+        self._version += 1
         return changed
 
     def _waiting(self, group: str, tier: int, topics: Sequence[str]) -> list[dict[str, Any]]:
@@ -211,10 +216,9 @@ class MemoryRetryTable:
     def _now(self) -> dt.datetime:
         return floor_datetime(self._clock.time())
 
-    def _changed(self) -> None:
-        self._version += 1
-        for callback in self._listeners:
-            callback()
+    def _tell(self, row: Mapping[str, Any]) -> None:
+        for listener in self._listeners:
+            listener(row["attempts"], row["due_at"])
 
 
 def _leased(row: Mapping[str, Any], now: dt.datetime) -> bool:

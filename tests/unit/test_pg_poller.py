@@ -1,8 +1,9 @@
-"""TablePoller: database errors of a dying session are retried, never fatal."""
+"""TablePoller and PgRows: database errors are retried, never fatal; pending rows are told."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import asyncpg
@@ -10,7 +11,8 @@ import asyncpg
 from kafka_retry import Config, DatabaseConfig, Message
 from kafka_retry._clock import SystemClock
 from kafka_retry.retry._pg_poller import TablePoller
-from kafka_retry.retry._pg_table import PgRows
+from kafka_retry.retry._pg_rows import INSERT_COLUMNS, to_datetime
+from kafka_retry.retry._pg_table import Outcome, PgRows
 from kafka_retry.runtime.dispatch import Dispatcher
 
 
@@ -62,3 +64,59 @@ async def test_an_internal_client_error_is_retried() -> None:
     poller.request_stop()
     await asyncio.wait_for(running, 5)  # raises what ended the poller, if anything did
     assert pool.claims >= 2
+
+
+class RecordingPool:
+    """Accepts every statement; a write's transaction reports one row per id."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    async def execute(self, query: str, *args: object) -> str:
+        self.statements.append(query)
+        first = args[0] if args else None
+        return f"UPDATE {len(first) if isinstance(first, list) else 1}"
+
+    def acquire(self) -> Any:
+        pool = self
+
+        class Connection:
+            async def __aenter__(self) -> Connection:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                pass
+
+            def transaction(self) -> Connection:
+                return self
+
+            async def execute(self, query: str, *args: object) -> str:
+                return await pool.execute(query, *args)
+
+        return Connection()
+
+
+async def test_pg_rows_tell_listeners_of_rows_that_become_pending() -> None:
+    """Inserts and moves to the next tier are reported with tier and due time; dead letters not."""
+    rows = PgRows(RecordingPool(), DatabaseConfig())  # type: ignore[arg-type]
+    told: list[tuple[int, dt.datetime]] = []
+    rows.on_change(lambda tier, due: told.append((tier, due)))
+    due = to_datetime(5_000)
+
+    def params(state: str) -> list[object]:
+        values = dict.fromkeys(INSERT_COLUMNS, None)
+        values.update(attempts=1, state=state, due_at=due)
+        return list(values.values())
+
+    await rows.insert(params("pending"))
+    await rows.insert(params("dead_lettered"))
+    outcome = Outcome(
+        failed=[1, 2],
+        states=["pending", "dead_lettered"],
+        due=[to_datetime(9_000), due],
+        failed_at=[due, due],
+        error_types=["E", "E"],
+        errors=["e", "e"],
+    )
+    assert await rows.write(outcome, "me", 1) == 2
+    assert told == [(1, due), (2, to_datetime(9_000))]

@@ -158,3 +158,28 @@ async def test_claims_take_only_due_rows_of_the_tier_and_topics() -> None:
     claimed = await table.claim("shop", 1, now, 10, lease, "me", ["product"])
     assert [row["kafka_offset"] for row in claimed] == [2]
     assert await table.next_due("shop", 1, now, ["product"]) == to_datetime(5_000)
+
+
+async def test_a_row_due_before_the_poller_looks_again_wakes_it() -> None:
+    """A poller napping until its poll cap is woken by a row that falls due sooner.
+
+    The PostgreSQL table has the same notices (for rows this process writes) and a
+    1 s cap; here the cap is 1,000 s, so only the notice can make the retry run at 5 s.
+    """
+    clock = VirtualClock(start=1_800_000_000.0)
+    config = pg_config(retry_intervals=[5])
+    calls: list[float] = []
+
+    async def fail_first(message: Message) -> None:
+        calls.append(clock.time())
+        if message.attempt == 1:
+            raise RuntimeError("once")
+
+    t = TestConsumer(config, {"product": fail_first}, clock=clock)
+    assert t.table is not None
+    t.table.poll_cap = 1000.0
+    async with t:
+        await t.advance(1)  # the poller is napping until 1,001 s
+        await t.publish("product", b"v")
+        await t.advance(5)
+        assert [call - 1_800_000_000.0 for call in calls] == [1, 6]
