@@ -115,7 +115,7 @@ class TablePoller:
                         delay,
                     )
                     await self._sleeper.nap(delay)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or a handler ended the consumer
             if self._stop_at is None:
                 self._stop_at = self._clock.time()
             await self._finish_write(_RELEASE_TIMEOUT)
@@ -203,17 +203,28 @@ class TablePoller:
         Rows are taken in due order and run as ``config.ordering`` says, like
         the main tier: one after another per partition (``"partition"``) or per
         key (``"key"``), or all at once (``"none"``). On cancellation the
-        handlers are cancelled, and what finished is recorded (the rest
-        released) within a short bound before re-raising.
+        handlers are cancelled; when a handler raises what ends the consumer
+        (KeyboardInterrupt, SystemExit, another BaseException), no further row
+        is started and running ones finish. Either way, what finished is
+        recorded and the rest released, within a short bound, before re-raising:
+        the rows do not wait for their lease to run out.
         """
         group = self._config.group
         ordered = sorted(rows, key=lambda row: (row["due_at"], row["id"]))
         batch = [(row["id"], row_message(row, group)) for row in ordered]
         results: dict[int, BaseException | None] = {}
+        crashed = False
 
         async def run_chain(indices: list[int]) -> None:
+            nonlocal crashed
             for index in indices:
-                results[index] = await self._dispatcher.invoke(batch[index][1])
+                if crashed:
+                    return
+                try:
+                    results[index] = await self._dispatcher.invoke(batch[index][1])
+                except BaseException:
+                    crashed = True
+                    raise
 
         chains = chain_indices([message for _, message in batch], self._config.ordering)
         tasks = [asyncio.create_task(run_chain(chain)) for chain in chains]
@@ -225,17 +236,24 @@ class TablePoller:
         except asyncio.CancelledError:
             self._cancel_handlers()
             await asyncio.wait(tasks)
-            with contextlib.suppress(*TRANSIENT):  # TimeoutError is an OSError
-                async with asyncio.timeout(_RELEASE_TIMEOUT):
-                    await self._write(self._outcome(batch, results))
+            await self._record_at_once(batch, results)
             raise
         finally:
             self._handling = set()
         for task in tasks:
             crash = None if task.cancelled() else task.exception()
-            if crash is not None:
-                raise crash  # a bug, not a handler failure: invoke() returns those
+            if crash is not None:  # invoke() returns handler failures: this ends the consumer
+                await self._record_at_once(batch, results)
+                raise crash
         return self._outcome(batch, results)
+
+    async def _record_at_once(
+        self, batch: list[tuple[int, Message]], results: dict[int, BaseException | None]
+    ) -> None:
+        """Record what finished and release the rest, giving up after a short bound."""
+        with contextlib.suppress(*TRANSIENT):  # TimeoutError is an OSError
+            async with asyncio.timeout(_RELEASE_TIMEOUT):
+                await self._write(self._outcome(batch, results))
 
     async def _wait_keeping_leases(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from kafka_retry import Config, DatabaseConfig, Message
 from kafka_retry.retry._pg_rows import INSERT_COLUMNS, to_datetime
 from kafka_retry.retry._pg_table import Outcome
@@ -183,3 +185,31 @@ async def test_a_row_due_before_the_poller_looks_again_wakes_it() -> None:
         await t.publish("product", b"v")
         await t.advance(5)
         assert [call - 1_800_000_000.0 for call in calls] == [1, 6]
+
+
+class Fatal(BaseException):
+    """Not an Exception: a handler raising it ends the consumer."""
+
+
+async def test_a_handler_ending_the_consumer_leaves_no_row_leased() -> None:
+    """What finished is recorded, the rest released at once, not after the lease (600 s)."""
+
+    async def handle(message: Message) -> None:
+        if message.attempt == 1:
+            raise RuntimeError("first try")
+        if message.value == b"x":
+            raise Fatal()
+
+    t = TestConsumer(pg_config(retry_intervals=[5]), {"product": handle})
+    with pytest.raises(Fatal):
+        async with t:
+            for value in (b"y", b"x", b"z"):
+                await t.publish("product", value)
+            await t.drain()
+    assert t.table is not None
+    rows = {row["message_value"]: row for row in t.table.rows()}
+    assert [m.value for m in t.calls if m.attempt == 2] == [b"y", b"x"]  # z never started
+    assert (rows[b"y"]["state"], rows[b"y"]["attempts"]) == ("succeeded", 2)
+    for value in (b"x", b"z"):
+        assert (rows[value]["state"], rows[value]["attempts"]) == ("pending", 1)
+        assert rows[value]["claimed_by"] is None
