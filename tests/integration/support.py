@@ -37,9 +37,12 @@ async def produce(
     records: Sequence[tuple[bytes | None, bytes | None, Sequence[Header]]],
     *,
     partition: int | None = None,
+    compression: str | None = None,
 ) -> None:
     """Produce ``(key, value, headers)`` records and wait for their acks."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", compression_type=compression
+    )
     await producer.start()
     try:
         futures = [

@@ -375,3 +375,28 @@ async def test_header_name_not_utf8_survives_a_postgres_retry_byte_exact(
     assert retried.attempt == 2
     assert (retried.key, retried.value, retried.headers) == (b"bad", BAD_VALUE, first.headers)
     assert first.headers == ((LENIENT_NAME, b"hv"), ("app", b"2"))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "snappy", "lz4", "zstd"])
+async def test_batches_compressed_by_other_producers_are_read(
+    kafka_service: Any, compression: str
+) -> None:
+    """Every codec Kafka producers use is decoded: such batches neither stop nor wedge the consumer.
+
+    Java and librdkafka producers often compress with lz4, snappy or zstd;
+    aiokafka decodes those only with its codec extras installed.
+    """
+    bootstrap = kafka_service.bootstrap_servers
+    topic = fresh(f"codec-{compression}")
+    await create_topics(bootstrap, topic)
+    records: list[tuple[bytes, bytes, list[Header]]] = [
+        (f"k{i}".encode(), b"\x00\xff" * 500 + bytes([i]), [("h", b"%d" % i)]) for i in range(20)
+    ]
+    await produce(bootstrap, topic, records, compression=compression)
+    config = config_for(kafka_service, topics=[topic], retry_intervals=[DELAY])
+    handler = Recorder(fail=lambda m: m.attempt == 1 and m.key == b"k3")
+    async with Consumer(config, {topic: handler}):
+        await eventually(lambda: len(handler.calls) == 21, within=3 * SLACK)
+    first = [(m.key, m.value, list(m.headers)) for m in handler.calls if m.attempt == 1]
+    assert first == [(k, v, h) for k, v, h in records]
+    assert handler.keys(2) == [b"k3"]
