@@ -181,6 +181,9 @@ class Config:
     replication_factor: int = attrs.field(default=1)
     idempotence: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = attrs.field(default="earliest")
+    isolation_level: Literal["read_uncommitted", "read_committed"] = attrs.field(
+        default="read_uncommitted"
+    )
     max_in_flight: int = attrs.field(default=1000)
     ordering: Ordering = attrs.field(default="partition")
     max_poll_interval_ms: int = attrs.field(default=300_000)
@@ -241,6 +244,11 @@ class Config:
     def _check_reset(self, attribute: attrs.Attribute[Any], value: str) -> None:
         if value not in ("earliest", "latest"):
             raise _fail("auto_offset_reset", "must be 'earliest' or 'latest'")
+
+    @isolation_level.validator
+    def _check_isolation(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in ("read_uncommitted", "read_committed"):
+            raise _fail("isolation_level", "must be 'read_uncommitted' or 'read_committed'")
 
     @non_retryable.validator
     def _check_non_retryable(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:

@@ -163,6 +163,7 @@ class AIOKafkaTransport:
             client_id=f"{config.client_id}-{tier}",
             enable_auto_commit=False,
             auto_offset_reset=reset,
+            isolation_level=config.isolation_level,
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
             rebalance_timeout_ms=config.effective_rebalance_timeout_ms,

@@ -67,6 +67,7 @@ def test_intervals_accept_comma_separated_string() -> None:
         ({"connect_attempts": 0}, "connect_attempts"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"ordering": "random"}, "ordering"),
+        ({"isolation_level": "serializable"}, "isolation_level"),
         ({"non_retryable": [42]}, "non_retryable"),
         ({"sasl_mechanism": "PLAIN"}, "sasl_username"),
         (
