@@ -134,7 +134,20 @@ def data_dir(service_dir: Path, who: Owner | None) -> Path:
     return Path(tempfile.gettempdir()) / f"kafka-retry-pg-{digest}" / "data"
 
 
-def _run(command: list[str], who: Owner | None, log_path: Path, stdin: bytes = b"") -> None:
+def run_logged(
+    command: list[str],
+    log_path: Path,
+    what: str,
+    *,
+    who: Owner | None = None,
+    stdin: bytes = b"",
+    error: type[StartupError] = StartupError,
+) -> None:
+    """Run ``command`` to its end (as ``who``, if given), its output appended to ``log_path``.
+
+    Raises:
+        StartupError: ``error``, naming ``what`` and the log, when it times out or fails.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         try:
@@ -150,10 +163,14 @@ def _run(command: list[str], who: Owner | None, log_path: Path, stdin: bytes = b
                 extra_groups=None if who is None else [],
             )
         except subprocess.TimeoutExpired as exc:
-            raise ClusterError(f"{Path(command[0]).name} timed out; log: {log_path}") from exc
+            raise error(f"{what} timed out; log: {log_path}") from exc
     if result.returncode != 0:
-        name = Path(command[0]).name
-        raise ClusterError(f"{name} failed (exit {result.returncode}); log: {log_path}")
+        raise error(f"{what} failed (exit {result.returncode}); log: {log_path}")
+
+
+def _run(command: list[str], who: Owner | None, log_path: Path, stdin: bytes = b"") -> None:
+    name = Path(command[0]).name
+    run_logged(command, log_path, name, who=who, stdin=stdin, error=ClusterError)
 
 
 def _own(path: Path, who: Owner | None) -> None:

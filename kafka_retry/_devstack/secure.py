@@ -45,7 +45,6 @@ __all__ = [
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 _LISTENERS = ("PLAINTEXT", "SSL", "MTLS", "SASL_SSL", "SASL_PLAINTEXT")
 _PROTOCOLS = {"MTLS": "SSL", "CONTROLLER": "PLAINTEXT"}
-_FORMAT_TIMEOUT = 120.0
 _PLAIN = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
@@ -160,34 +159,6 @@ def _scram_arguments(users: Mapping[str, str]) -> list[str]:
     return arguments
 
 
-def _run(
-    command: list[str],
-    log: Path,
-    what: str,
-    *,
-    who: postgres.Owner | None = None,
-    stdin: bytes = b"",
-) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        try:
-            result = subprocess.run(
-                command,
-                input=stdin,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=_FORMAT_TIMEOUT,
-                check=False,
-                user=None if who is None else who[0],
-                group=None if who is None else who[1],
-                extra_groups=None if who is None else [],
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise proc.StartupError(f"{what} timed out; log: {log}") from exc
-    if result.returncode != 0:
-        raise proc.StartupError(f"{what} failed (exit {result.returncode}); log: {log}")
-
-
 def start_secure_kafka(
     service_dir: Path,
     tls: ServerTLS,
@@ -228,7 +199,7 @@ def start_secure_kafka(
         str(properties),
         *_scram_arguments(users),
     )
-    _run(format_command, log, "formatting the secure Kafka storage")
+    postgres.run_logged(format_command, log, "formatting the secure Kafka storage")
     command = kafka.java_command(service_dir, libs, "kafka.Kafka", str(properties))
     process = proc.spawn(command, log_path=log, cwd=service_dir)
     _wait(process, lambda: _answers(ports["PLAINTEXT"]), "secure Kafka", timeout, log)
@@ -295,7 +266,7 @@ def _create_roles(
     statements = (
         f'CREATE ROLE "{cert_user}" LOGIN;\nALTER ROLE "{postgres.USER}" PASSWORD \'{password}\';\n'
     )
-    _run(single, log, "creating the roles", who=who, stdin=statements.encode())
+    postgres.run_logged(single, log, "creating the roles", who=who, stdin=statements.encode())
 
 
 def start_secure_postgres(
