@@ -12,11 +12,9 @@ delete records from the middle of a log.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterator
-from types import TracebackType
 from typing import Any
 
 import attrs
@@ -25,6 +23,7 @@ from aiokafka.admin import RecordsToDelete
 from aiokafka.errors import KafkaError
 
 from kafka_retry.config import Config
+from kafka_retry.deadletter._clients import StoreClients, produce_all
 from kafka_retry.deadletter._kafka_parts import ReplayPlan, destination, entry_of, position_of
 from kafka_retry.deadletter._ledger import Ledger, Position
 from kafka_retry.deadletter._model import (
@@ -43,7 +42,6 @@ from kafka_retry.runtime._clients import (
     AIOKafkaTransport,
     partition_counts,
     start_admin,
-    start_producer,
 )
 from kafka_retry.topology import TopicChain
 
@@ -53,7 +51,7 @@ __all__ = ["KafkaDeadLetters"]
 _WINDOW = 200
 
 
-class KafkaDeadLetters:
+class KafkaDeadLetters(StoreClients):
     """Lists, shows, replays and purges the dead letters of the Kafka backend.
 
     Use as ``async with KafkaDeadLetters(config) as store:``. ``config.topics``
@@ -64,12 +62,10 @@ class KafkaDeadLetters:
     """
 
     def __init__(self, config: Config) -> None:
-        self._config = config
-        self._stack = contextlib.AsyncExitStack()
+        super().__init__(config)
         self._admin: Any = None
         self._reader: TopicReader | None = None
         self._ledger: Ledger | None = None
-        self._producer: Any = None
 
     async def __aenter__(self) -> KafkaDeadLetters:
         try:
@@ -82,18 +78,6 @@ class KafkaDeadLetters:
         self._admin = admin
         self._ledger = Ledger(self._config, admin, self._reader)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close every client (idempotent)."""
-        await self._stack.aclose()
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -310,28 +294,15 @@ class KafkaDeadLetters:
             producer = await self._ensure_producer()
             await ledger.ensure(chain.main)
             now = int(time.time() * 1000)
-            sends = []
-            for entry in entries:
-                origin = f"{chain.dead_letter}:{entry.id}"
-                record = replayed_record(entry, topic, origin, now, tier)
-                sends.append(
-                    await producer.send(
-                        record.topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=record.headers,
-                        timestamp_ms=record.timestamp,
-                    )
-                )
-            await asyncio.gather(*sends)
+            await produce_all(
+                producer,
+                (
+                    replayed_record(entry, topic, f"{chain.dead_letter}:{entry.id}", now, tier)
+                    for entry in entries
+                ),
+            )
             marks = [(position_of(e), Mark(fingerprint(e), now, topic)) for e in entries]
             await ledger.write(producer, chain.main, marks)
-
-    async def _ensure_producer(self) -> Any:
-        if self._producer is None:
-            self._producer = await start_producer(self._config, AIOKafkaTransport())
-            self._stack.push_async_callback(self._producer.stop)
-        return self._producer
 
     async def plan_purge(self, query: DeadLetterQuery) -> PurgePlan:
         """Decide what :meth:`purge` deletes: per partition, the longest selected prefix.

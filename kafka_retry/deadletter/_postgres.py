@@ -11,17 +11,16 @@ longer dead-lettered, so running the replay again selects nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterator
-from types import TracebackType
 from typing import Any
 
 import attrs
 from aiokafka.errors import KafkaError
 
 from kafka_retry.config import Config, DatabaseConfig
+from kafka_retry.deadletter._clients import StoreClients, produce_all
 from kafka_retry.deadletter._model import (
     DeadLetterEntry,
     DeadLetterQuery,
@@ -37,14 +36,13 @@ from kafka_retry.errors import ConfigError, DeadLetterError
 from kafka_retry.retry._pg_connect import TRANSIENT, address, connect
 from kafka_retry.retry._pg_rows import DEAD_LETTERED, Statements
 from kafka_retry.retry._pg_schema import migrate
-from kafka_retry.runtime._clients import AIOKafkaTransport, start_producer
 
 __all__ = ["PostgresDeadLetters"]
 
 _BATCH = 200
 
 
-class PostgresDeadLetters:
+class PostgresDeadLetters(StoreClients):
     """Lists, shows, replays and purges the dead letters of the postgres backend.
 
     Use as ``async with PostgresDeadLetters(config) as store:``. Rows of
@@ -62,13 +60,11 @@ class PostgresDeadLetters:
     def __init__(self, config: Config) -> None:
         if config.database is None:
             raise ConfigError("database", "the postgres backend needs database settings")
-        self._config = config
+        super().__init__(config)
         self._database: DatabaseConfig = config.database
         self._table = Statements.of(config.database).table
         self._source = f"{config.database.schema}.{config.database.table}"
         self._conn: Any = None
-        self._stack = contextlib.AsyncExitStack()
-        self._producer: Any = None
 
     async def __aenter__(self) -> PostgresDeadLetters:
         config = self._config
@@ -89,18 +85,6 @@ class PostgresDeadLetters:
             raise
         self._conn = conn
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection and the producer (idempotent)."""
-        await self._stack.aclose()
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -250,25 +234,15 @@ class PostgresDeadLetters:
                 progress(done, total)
 
     async def _send(self, entries: list[DeadLetterEntry]) -> None:
-        if self._producer is None:
-            self._producer = await start_producer(self._config, AIOKafkaTransport())
-            self._stack.push_async_callback(self._producer.stop)
-        producer = self._producer
+        producer = await self._ensure_producer()
         now = int(time.time() * 1000)
-        sends = []
-        for entry in entries:
-            origin = f"{self._source}:{entry.id}"
-            record = replayed_record(entry, entry.main_topic, origin, now, None)
-            sends.append(
-                await producer.send(
-                    record.topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=record.headers,
-                    timestamp_ms=record.timestamp,
-                )
-            )
-        await asyncio.gather(*sends)
+        await produce_all(
+            producer,
+            (
+                replayed_record(entry, entry.main_topic, f"{self._source}:{entry.id}", now, None)
+                for entry in entries
+            ),
+        )
 
     async def plan_purge(self, query: DeadLetterQuery) -> PurgePlan:
         """Count what :meth:`purge` deletes; rows dead-lettered later are kept.
