@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kafka_retry import devstack
+from kafka_retry._cli import dev
 from kafka_retry.errors import KafkaRetryError
 
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    broker = devstack.start_kafka(args.broker, args.state_dir)
-    database = devstack.start_postgres(args.state_dir)
-    print(f"KAFKA_BOOTSTRAP_SERVERS={shlex.quote(broker.bootstrap_servers)}")
-    print(f"DATABASE_URL={shlex.quote(database.url)}")
-    return 0
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    stopped = devstack.stop_all(args.state_dir)
-    for name in stopped:
-        print(f"stopped {name}")
-    if not stopped:
-        print("nothing was running")
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    for state in devstack.status(args.state_dir):
-        if state.running:
-            print(f"{state.name:<9} running  pid={state.pid}  {state.address}  log={state.log}")
-        else:
-            print(f"{state.name:<9} stopped")
-    return 0
-
-
+# The same commands as ``kafka-retry dev``.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "up": _cmd_up,
-    "down": _cmd_down,
-    "status": _cmd_status,
+    "up": dev.up_command,
+    "down": dev.down_command,
+    "status": dev.status_command,
 }
 
 
