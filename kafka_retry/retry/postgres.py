@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 import asyncpg
@@ -277,21 +277,27 @@ class RetryCounts:
         """Rows waiting in any tier."""
         return sum(self.pending.values())
 
+    @classmethod
+    def of(cls, groups: Iterable[tuple[str, int, int]]) -> RetryCounts:
+        """Totals from ``(state, attempts, rows)`` groups, each (state, attempts) once."""
+        pending: dict[int, int] = {}
+        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
+        for state, attempts, n in groups:
+            if state == PENDING:
+                pending[attempts] = n
+            elif state in totals:
+                totals[state] += n
+        return cls(
+            pending=dict(sorted(pending.items())),
+            succeeded=totals[SUCCEEDED],
+            dead_lettered=totals[DEAD_LETTERED],
+        )
+
 
 async def counts(executor: Executor, database: DatabaseConfig, group: str) -> RetryCounts:
     """Count ``group``'s rows per state, and pending rows per tier."""
-    pending: dict[int, int] = {}
-    totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
-    for row in await executor.fetch(Statements.of(database).counts, group):
-        if row["state"] == PENDING:
-            pending[row["attempts"]] = row["n"]
-        elif row["state"] in totals:
-            totals[row["state"]] += row["n"]
-    return RetryCounts(
-        pending=dict(sorted(pending.items())),
-        succeeded=totals[SUCCEEDED],
-        dead_lettered=totals[DEAD_LETTERED],
-    )
+    rows = await executor.fetch(Statements.of(database).counts, group)
+    return RetryCounts.of((row["state"], row["attempts"], row["n"]) for row in rows)
 
 
 async def dead_lettered_count(executor: Executor, database: DatabaseConfig, group: str) -> int:

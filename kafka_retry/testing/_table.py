@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka_retry._clock import Clock
 from kafka_retry.retry._pg_rows import (
-    DEAD_LETTERED,
     INSERT_COLUMNS,
     PENDING,
     SUCCEEDED,
@@ -68,18 +68,8 @@ class MemoryRetryTable:
 
     def counts(self, group: str) -> RetryCounts:
         """``group``'s rows per state (as :func:`kafka_retry.retry.postgres.counts` gives them)."""
-        pending: dict[int, int] = {}
-        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
-        for row in self.rows(group):
-            if row["state"] == PENDING:
-                pending[row["attempts"]] = pending.get(row["attempts"], 0) + 1
-            else:
-                totals[row["state"]] += 1
-        return RetryCounts(
-            pending=dict(sorted(pending.items())),
-            succeeded=totals[SUCCEEDED],
-            dead_lettered=totals[DEAD_LETTERED],
-        )
+        groups = Counter((row["state"], row["attempts"]) for row in self.rows(group))
+        return RetryCounts.of((state, attempts, n) for (state, attempts), n in groups.items())
 
     def pending_work(self) -> str | None:
         """Why the backend is not idle, or None: rows due but not claimed, or claimed rows."""
