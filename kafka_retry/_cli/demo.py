@@ -26,9 +26,9 @@ from kafka_retry._cli._common import Commands, configure_logging, run_async, ver
 from kafka_retry._cli._demo_app import Expected, Shop, Snapshot, Tally, expected, order_record
 from kafka_retry._cli._demo_view import View, tier_table
 from kafka_retry._cli._output import format_duration
+from kafka_retry._kafka import AIOKafkaTransport, start_admin, start_producer
 from kafka_retry.config import Config, DatabaseConfig
 from kafka_retry.deadletter import DeadLetterQuery, open_dead_letters
-from kafka_retry.runtime._clients import AIOKafkaTransport, start_admin, start_producer
 from kafka_retry.runtime.consumer import Consumer, ConsumerState
 
 _INTERVALS = (1.0, 2.0)

@@ -17,14 +17,14 @@ from kafka_retry._cli._common import (
     verbosity,
 )
 from kafka_retry._cli._output import format_duration, table
-from kafka_retry.config import Config, DatabaseConfig
-from kafka_retry.errors import SetupError
-from kafka_retry.runtime._clients import (
+from kafka_retry._kafka import (
     AIOKafkaTransport,
     ensure_topics,
     partition_counts,
     start_admin,
 )
+from kafka_retry.config import Config, DatabaseConfig
+from kafka_retry.errors import SetupError
 
 
 def register(commands: Commands) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from kafka_retry._kafka import AIOKafkaTransport, start_producer
 from kafka_retry.config import Config
 from kafka_retry.deadletter._replay import Outgoing
-from kafka_retry.runtime._clients import AIOKafkaTransport, start_producer
 
 
 class StoreClients:

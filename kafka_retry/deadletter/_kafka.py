@@ -22,6 +22,11 @@ from aiokafka import TopicPartition
 from aiokafka.admin import RecordsToDelete
 from aiokafka.errors import KafkaError
 
+from kafka_retry._kafka import (
+    AIOKafkaTransport,
+    partition_counts,
+    start_admin,
+)
 from kafka_retry.config import Config
 from kafka_retry.deadletter._clients import StoreClients, produce_all
 from kafka_retry.deadletter._kafka_parts import ReplayPlan, destination, entry_of, position_of
@@ -38,11 +43,6 @@ from kafka_retry.deadletter._model import (
 from kafka_retry.deadletter._reader import Offsets, TopicReader, open_reader
 from kafka_retry.deadletter._replay import Mark, fingerprint, replayed_record
 from kafka_retry.errors import DeadLetterError
-from kafka_retry.runtime._clients import (
-    AIOKafkaTransport,
-    partition_counts,
-    start_admin,
-)
 from kafka_retry.topology import TopicChain
 
 __all__ = ["KafkaDeadLetters"]

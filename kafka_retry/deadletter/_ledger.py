@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
+from kafka_retry._kafka import partition_counts
 from kafka_retry.config import Config
 from kafka_retry.deadletter._reader import TopicReader
 from kafka_retry.deadletter._replay import (
@@ -26,7 +27,6 @@ from kafka_retry.deadletter._replay import (
     parse_ledger_key,
 )
 from kafka_retry.errors import DeadLetterError
-from kafka_retry.runtime._clients import partition_counts
 
 LEDGER_PREFIX = "deadLetterReplays"
 

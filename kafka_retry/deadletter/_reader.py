@@ -10,9 +10,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from kafka_retry._kafka import common_kwargs, start_within_bound
 from kafka_retry.config import Config
 from kafka_retry.errors import DeadLetterError
-from kafka_retry.runtime._clients import common_kwargs, start_within_bound
 
 Offsets = dict[TopicPartition, int]
 

@@ -18,9 +18,9 @@ from kafka_retry import (
     SecurityError,
     ServiceUnavailableError,
     TLSError,
+    _kafka,
 )
 from kafka_retry._devstack.secure import SecureKafka
-from kafka_retry.runtime import _clients
 from tests import certs
 
 from .secure_services import SASL_USERS
@@ -122,19 +122,19 @@ async def test_every_client_connects_with_the_right_settings(
     listener, settings = SETUPS[setup]
     topic = await _topic(secure_kafka)
     config = _config(secure_kafka, listener, topic, **settings(tls_material))
-    transport = _clients.AIOKafkaTransport()
-    admin = await _clients.start_admin(config, transport)
+    transport = _kafka.AIOKafkaTransport()
+    admin = await _kafka.start_admin(config, transport)
     try:
         assert topic in await admin.list_topics()
     finally:
         await admin.close()
-    producer = await _clients.start_producer(config, transport)
+    producer = await _kafka.start_producer(config, transport)
     try:
         await (await producer.send(topic, b"over " + setup.encode()))
     finally:
         await producer.stop()
     consumer = transport.consumer(config, fresh("g"), "main", "earliest")
-    await _clients.start_within_bound(config, "Kafka", consumer.start)
+    await _kafka.start_within_bound(config, "Kafka", consumer.start)
     try:
         consumer.subscribe([topic])
         record = await consumer.getone()
@@ -217,7 +217,7 @@ async def test_skip_verify_peer_accepts_an_untrusted_certificate(
         tls_ca_file=str(tls_material.wrong_ca),
         tls_skip_verify_peer=True,
     )
-    admin = await _clients.start_admin(config, _clients.AIOKafkaTransport())
+    admin = await _kafka.start_admin(config, _kafka.AIOKafkaTransport())
     try:
         assert topic in await admin.list_topics()
     finally:

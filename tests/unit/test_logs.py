@@ -10,8 +10,8 @@ import pytest
 from aiokafka.protocol.admin import SaslAuthenticateRequest_v1
 
 from kafka_retry import Config
+from kafka_retry._kafka import security_kwargs
 from kafka_retry.logs import JsonFormatter
-from kafka_retry.runtime._clients import security_kwargs
 
 
 def test_json_formatter_writes_one_object_with_extra_fields() -> None:

@@ -11,8 +11,8 @@ from aiokafka.errors import SaslAuthenticationFailed
 from prometheus_client import REGISTRY, generate_latest
 
 from kafka_retry import Config, ConfigError, DatabaseConfig, Message
-from kafka_retry.runtime._clients import hide_sasl_requests, security_kwargs
-from kafka_retry.runtime._handshake import classify
+from kafka_retry._handshake import classify
+from kafka_retry._kafka import hide_sasl_requests, security_kwargs
 from kafka_retry.testing import TestConsumer
 
 SASL = "sasl-Secret-1"

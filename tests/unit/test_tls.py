@@ -17,9 +17,9 @@ from aiokafka.errors import (
 )
 
 from kafka_retry import AuthenticationError, Config, ConfigError, DatabaseConfig, TLSError
+from kafka_retry._handshake import classify
+from kafka_retry._tls import client_context
 from kafka_retry.retry._pg_connect import security_error, ssl_option
-from kafka_retry.runtime._handshake import classify
-from kafka_retry.runtime._tls import client_context
 from tests import certs
 
 

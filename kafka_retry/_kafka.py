@@ -1,4 +1,8 @@
-"""Building aiokafka clients from a Config, connecting within a bound, creating topics."""
+"""The shared Kafka client code: aiokafka clients from a Config, connecting within a bound, topics.
+
+The runtime, the retry backends, the dead-letter tools and the command line all
+make their Kafka clients here, so TLS, SASL and the connect bound behave alike.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from kafka_retry._handshake import classify, diagnose
+from kafka_retry._tls import client_context
 from kafka_retry.config import Config
 from kafka_retry.errors import ServiceUnavailableError, SetupError
-from kafka_retry.runtime._handshake import classify, diagnose
-from kafka_retry.runtime._tls import client_context
 
 log = logging.getLogger("kafka_retry")
 
