@@ -33,8 +33,7 @@ from bench._common import (
     within,
 )
 from kafka_retry import Config, Consumer, DatabaseConfig, Message
-from kafka_retry.retry._pg_rows import INSERT_COLUMNS
-from kafka_retry.retry.postgres import apply_migrations
+from kafka_retry.retry.table import INSERT_COLUMNS, apply_migrations
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

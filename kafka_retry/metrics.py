@@ -31,7 +31,7 @@ from kafka_retry._events import EventCollector, EventTally
 from kafka_retry._observe import Outcome
 from kafka_retry.config import Config
 from kafka_retry.errors import ConfigError
-from kafka_retry.runtime.consumer import ConsumerState
+from kafka_retry.runtime.state import ConsumerState
 
 __all__ = [
     "GO_DEAD_LETTERED_GAUGE",
@@ -272,8 +272,7 @@ async def observe_dead_lettered_count(
         ConfigError: ``config`` has no database settings, or ``interval`` is not > 0.
         ServiceUnavailableError: PostgreSQL stayed unreachable at the start.
     """
-    from kafka_retry.retry._pg_connect import TRANSIENT, close_pool, open_pool
-    from kafka_retry.retry.postgres import dead_lettered_count
+    from kafka_retry.retry.table import TRANSIENT, close_pool, dead_lettered_count, open_pool
 
     database = config.database
     if database is None:

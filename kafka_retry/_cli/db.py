@@ -17,14 +17,14 @@ from kafka_retry._cli._common import (
 from kafka_retry._cli._output import table
 from kafka_retry.config import DatabaseConfig
 from kafka_retry.errors import SetupError
-from kafka_retry.retry._pg_connect import connect
-from kafka_retry.retry._pg_status import (
+from kafka_retry.retry.table import (
     TopicCounts,
+    apply_migrations,
+    connect,
     pending_migrations,
     table_exists,
     topic_counts,
 )
-from kafka_retry.retry.postgres import apply_migrations
 
 
 def register(commands: Commands) -> None:

@@ -1,14 +1,24 @@
-"""What a failure is, and the two small interfaces that take failures on."""
+"""What a failure is, the two small interfaces that take failures on, and a backend.
+
+A backend (:class:`Backend`: ``retry/kafka.py``, ``retry/postgres.py``) opens
+its store and builds its retry tiers with the runtime's
+:class:`~kafka_retry.runtime.builder.TierBuilder`; the consumer runs the tiers
+it gets and hands the main tier's failures to its ``retry`` and ``dead_letters``.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from kafka_retry.message import Message, Provenance
 
-__all__ = ["DeadLetterSink", "Failure", "RetryBackend"]
+if TYPE_CHECKING:
+    from kafka_retry.runtime.builder import TierBuilder
+    from kafka_retry.runtime.tier import Tier
+
+__all__ = ["Backend", "BackendParts", "DeadLetterSink", "Failure", "RetryBackend"]
 
 
 def describe_error(error: BaseException, max_length: int) -> tuple[str, str]:
@@ -86,3 +96,35 @@ class DeadLetterSink(Protocol):
 
     async def dead_letter(self, failure: Failure) -> None:
         """Return only once the dead letter is stored for sure."""
+
+
+@attrs.frozen
+class BackendParts:
+    """What an opened backend gives the consumer to run.
+
+    Attributes:
+        retry: Takes the main tier's retryable failures.
+        dead_letters: Takes the main tier's final failures.
+        tiers: The retry tiers (and any housekeeping task), in tier order.
+        pool: The database pool, for health and gauges; None without a database.
+    """
+
+    retry: RetryBackend
+    dead_letters: DeadLetterSink
+    tiers: list[Tier]
+    pool: Any = None
+
+
+class Backend(Protocol):
+    """A retry backend: where failures wait, and the tiers that retry them."""
+
+    async def open(self, builder: TierBuilder) -> BackendParts:
+        """Connect, prepare the store and build the retry tiers.
+
+        What it opens is closed by ``builder.stack``, after the tiers have ended.
+
+        Raises:
+            ConfigError: The backend's settings are missing or invalid.
+            ServiceUnavailableError: Its service stayed unreachable.
+            SetupError: Its store could not be prepared.
+        """

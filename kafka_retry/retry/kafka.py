@@ -18,10 +18,12 @@ from aiokafka.errors import (
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.message import Header, Message, producible_headers, with_provenance
-from kafka_retry.retry.base import Failure
+from kafka_retry.retry.base import BackendParts, Failure
+from kafka_retry.runtime.builder import TierBuilder
+from kafka_retry.runtime.tier import Tier
 from kafka_retry.topology import TopicChain
 
-__all__ = ["KafkaForwarder"]
+__all__ = ["KafkaBackend", "KafkaForwarder", "retry_group_id"]
 
 log = logging.getLogger("kafka_retry")
 
@@ -33,6 +35,35 @@ _RAISE_LIMIT = (
     ": the record is too large for the topic; it waits (its offset is not committed,"
     " nothing is lost) until the topic's max.message.bytes is raised"
 )
+
+
+def retry_group_id(group: str, tier: int) -> str:
+    """The consumer group of retry tier ``tier``: its own, so it never rebalances the main tier."""
+    return f"{group}.retry{tier}"
+
+
+class KafkaBackend:
+    """The Kafka backend: failures go to retry topics, one Kafka tier reads each.
+
+    Retry tier ``k`` reads ``retry<k>`` of every main topic in its own group
+    (:func:`retry_group_id`) and waits for each record's due time by pausing
+    its partition; its failures go on to ``retry<k+1>`` or the dead-letter topic.
+    """
+
+    async def open(self, builder: TierBuilder) -> BackendParts:
+        """The forwarder on the consumer's producer, and one started Kafka tier per interval."""
+        config = builder.config
+        chains = {topic: config.chain(topic) for topic in config.topics}
+        forwarder = KafkaForwarder(
+            builder.producer, chains, config.retry_intervals, builder.clock, builder.observer
+        )
+        tiers: list[Tier] = []
+        for tier, interval in enumerate(config.retry_intervals, start=1):
+            main_of = {chains[topic].retries[tier - 1]: topic for topic in config.topics}
+            dispatcher = builder.dispatcher(f"retry{tier}", main_of, tier + 1, forwarder, forwarder)
+            group_id = retry_group_id(config.group, tier)
+            tiers.append(await builder.kafka_tier(group_id, dispatcher, interval))
+        return BackendParts(retry=forwarder, dead_letters=forwarder, tiers=tiers)
 
 
 class KafkaForwarder:

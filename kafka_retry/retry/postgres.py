@@ -25,12 +25,10 @@ waits for tier ``k`` (whose handler sees ``message.attempt == k + 1``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 import asyncpg
@@ -38,14 +36,13 @@ import attrs
 
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
-from kafka_retry.config import Config, DatabaseConfig
+from kafka_retry.config import Config
 from kafka_retry.errors import ConfigError
 from kafka_retry.retry._pg_connect import (
     TRANSIENT,
     Backoff,
     Executor,
     close_pool,
-    connect,
     open_pool,
 )
 from kafka_retry.retry._pg_maintenance import MaintenanceTier, delete_succeeded
@@ -53,14 +50,13 @@ from kafka_retry.retry._pg_poller import TablePoller
 from kafka_retry.retry._pg_rows import (
     DEAD_LETTERED,
     PENDING,
-    SUCCEEDED,
-    Statements,
     insert_params,
 )
 from kafka_retry.retry._pg_schema import migrate, template_names
 from kafka_retry.retry._pg_table import PgRows, RetryRows
-from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend
-from kafka_retry.runtime.dispatch import Dispatcher, Handler
+from kafka_retry.retry.base import BackendParts, Failure
+from kafka_retry.retry.table import RetryCounts, apply_migrations, counts, dead_lettered_count
+from kafka_retry.runtime.builder import TierBuilder
 from kafka_retry.runtime.tier import Tier
 
 __all__ = [
@@ -73,8 +69,7 @@ __all__ = [
     "counts",
     "dead_lettered_count",
     "delete_succeeded",
-    "open_postgres_backend",
-    "table_backend",
+    "new_worker_id",
 ]
 
 log = logging.getLogger("kafka_retry")
@@ -142,165 +137,61 @@ class PostgresStore:
                 await self._clock.sleep(delay)
 
 
-@attrs.frozen
-class PostgresBackend:
-    """What the consumer runs with the postgres backend.
-
-    Attributes:
-        retry: Takes retryable failures of the main tier.
-        dead_letters: Takes final failures of the main tier.
-        tiers: One poller per retry interval, then the maintenance task (if any).
-        pool: The connection pool (closed by the consumer's exit stack); None
-            for a table that is not in PostgreSQL.
-        worker_id: What this instance writes to ``claimed_by``.
-    """
-
-    retry: RetryBackend
-    dead_letters: DeadLetterSink
-    tiers: list[Tier]
-    pool: Pool | None
-    worker_id: str
-
-
 def new_worker_id() -> str:
     """``host:pid:random``: unique per backend instance, readable in ``claimed_by``."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-async def open_postgres_backend(
-    config: Config,
-    handlers: Mapping[str, Handler],
-    clock: Clock,
-    stack: contextlib.AsyncExitStack,
-    observer: Observer | None = None,
-) -> PostgresBackend:
-    """Connect (within ``connect_attempts``), apply migrations, build the tiers.
+class PostgresBackend:
+    """The postgres backend: failures wait as rows, one table poller per retry tier.
 
-    The pool is closed by ``stack``, after the tiers have ended. ``observer``
-    gets the handler outcomes of the retry tiers and failed inserts.
-
-    Raises:
-        ConfigError: No database settings, a bad identifier, or unloadable TLS material.
-        ServiceUnavailableError: PostgreSQL stayed unreachable; names ``host:port``.
-        SetupError: A migration failed.
+    Args:
+        table: Where the rows live; default: the table of ``config.database``
+            in PostgreSQL (connected, migrated, with a maintenance task). The
+            in-memory test mode passes a table in memory.
     """
-    database = config.database
-    if database is None:
-        raise ConfigError("database", "the postgres retry backend needs database settings")
-    template_names(database)  # refuse bad or reserved identifiers before connecting
-    pool = await open_pool(
-        database,
-        attempts=config.connect_attempts,
-        interval=config.connect_interval,
-        max_size=_POOL_BASE + len(config.retry_intervals),
-    )
-    stack.push_async_callback(close_pool, pool)
-    async with pool.acquire() as conn:
-        await migrate(conn, database)
-    backend = table_backend(PgRows(pool, database), config, handlers, clock, observer)
-    backend.tiers.append(MaintenanceTier(config, pool, clock))
-    return attrs.evolve(backend, pool=pool)
 
+    def __init__(self, table: RetryRows | None = None) -> None:
+        self._table = table
 
-def table_backend(
-    rows: RetryRows,
-    config: Config,
-    handlers: Mapping[str, Handler],
-    clock: Clock,
-    observer: Observer | None = None,
-) -> PostgresBackend:
-    """The store and the retry tiers of the table backend on ``rows``, without maintenance.
+    async def open(self, builder: TierBuilder) -> BackendParts:
+        """Connect (within ``connect_attempts``), apply migrations, build the tiers.
 
-    :func:`open_postgres_backend` builds it on PostgreSQL; the in-memory test
-    mode builds it on a table in memory.
-    """
-    store = PostgresStore(rows, config, clock, observer)
-    worker_id = new_worker_id()
-    main_of = {topic: topic for topic in config.topics}
-    tiers: list[Tier] = []
-    for tier in range(1, len(config.retry_intervals) + 1):
-        dispatcher = Dispatcher(
-            config,
-            handlers,
-            main_of,
-            tier + 1,
-            store,
-            store,
-            clock,
-            observer=observer,
-            tier=f"retry{tier}",
+        The pool is closed by ``builder.stack``, after the tiers have ended.
+
+        Raises:
+            ConfigError: No database settings, a bad identifier, or unloadable TLS material.
+            ServiceUnavailableError: PostgreSQL stayed unreachable; names ``host:port``.
+            SetupError: A migration failed.
+        """
+        if self._table is not None:
+            return self._parts(self._table, builder)
+        config = builder.config
+        database = config.database
+        if database is None:
+            raise ConfigError("database", "the postgres retry backend needs database settings")
+        template_names(database)  # refuse bad or reserved identifiers before connecting
+        pool = await open_pool(
+            database,
+            attempts=config.connect_attempts,
+            interval=config.connect_interval,
+            max_size=_POOL_BASE + len(config.retry_intervals),
         )
-        tiers.append(TablePoller(tier, config, rows, dispatcher, clock, worker_id))
-    return PostgresBackend(store, store, tiers, None, worker_id)
+        builder.stack.push_async_callback(close_pool, pool)
+        async with pool.acquire() as conn:
+            await migrate(conn, database)
+        parts = self._parts(PgRows(pool, database), builder)
+        parts.tiers.append(MaintenanceTier(config, pool, builder.clock))
+        return attrs.evolve(parts, pool=pool)
 
-
-async def apply_migrations(
-    database: DatabaseConfig, *, connect_attempts: int = 1, connect_interval: float = 1.0
-) -> list[str]:
-    """Apply pending migrations of ``database``'s table without starting a consumer.
-
-    Safe to run while consumers start or run: it takes the same advisory lock.
-
-    Returns:
-        The versions applied now, e.g. ``["0001_create_table"]``; empty when
-        the table was up to date.
-
-    Raises:
-        ConfigError: A bad identifier or unloadable TLS material.
-        ServiceUnavailableError: PostgreSQL unreachable; names ``host:port``.
-        SetupError: PostgreSQL refused a migration.
-    """
-    template_names(database)
-    conn = await connect(database, attempts=connect_attempts, interval=connect_interval)
-    try:
-        return await migrate(conn, database)
-    finally:
-        await conn.close()
-
-
-@attrs.frozen
-class RetryCounts:
-    """Rows of one consumer group by state.
-
-    Attributes:
-        pending: Rows waiting per retry tier (tier ``k`` holds ``attempts = k``).
-        succeeded: Succeeded rows not yet deleted by maintenance.
-        dead_lettered: Dead-lettered rows.
-    """
-
-    pending: dict[int, int] = attrs.field(factory=dict)
-    succeeded: int = 0
-    dead_lettered: int = 0
-
-    @property
-    def total_pending(self) -> int:
-        """Rows waiting in any tier."""
-        return sum(self.pending.values())
-
-    @classmethod
-    def of(cls, groups: Iterable[tuple[str, int, int]]) -> RetryCounts:
-        """Totals from ``(state, attempts, rows)`` groups, each (state, attempts) once."""
-        pending: dict[int, int] = {}
-        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
-        for state, attempts, n in groups:
-            if state == PENDING:
-                pending[attempts] = n
-            elif state in totals:
-                totals[state] += n
-        return cls(
-            pending=dict(sorted(pending.items())),
-            succeeded=totals[SUCCEEDED],
-            dead_lettered=totals[DEAD_LETTERED],
-        )
-
-
-async def counts(executor: Executor, database: DatabaseConfig, group: str) -> RetryCounts:
-    """Count ``group``'s rows per state, and pending rows per tier."""
-    rows = await executor.fetch(Statements.of(database).counts, group)
-    return RetryCounts.of((row["state"], row["attempts"], row["n"]) for row in rows)
-
-
-async def dead_lettered_count(executor: Executor, database: DatabaseConfig, group: str) -> int:
-    """How many of ``group``'s rows are dead-lettered."""
-    count = await executor.fetchval(Statements.of(database).dead_lettered_count, group)
-    return int(count)
+    @staticmethod
+    def _parts(rows: RetryRows, builder: TierBuilder) -> BackendParts:
+        config = builder.config
+        store = PostgresStore(rows, config, builder.clock, builder.observer)
+        worker_id = new_worker_id()
+        main_of = {topic: topic for topic in config.topics}
+        tiers: list[Tier] = []
+        for tier in range(1, len(config.retry_intervals) + 1):
+            dispatcher = builder.dispatcher(f"retry{tier}", main_of, tier + 1, store, store)
+            tiers.append(TablePoller(tier, config, rows, dispatcher, builder.clock, worker_id))
+        return BackendParts(retry=store, dead_letters=store, tiers=tiers)

@@ -4,50 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import inspect
 import logging
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kafka_retry import _kafka
 from kafka_retry._clock import Clock, SystemClock
+from kafka_retry._kafka import AIOKafkaTransport, KafkaTransport
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.errors import ConsumerStateError, SetupError
-from kafka_retry.retry.base import DeadLetterSink, RetryBackend
-from kafka_retry.retry.kafka import KafkaForwarder
-from kafka_retry.runtime import _clients
-from kafka_retry.runtime._clients import AIOKafkaTransport, KafkaTransport
-from kafka_retry.runtime.dispatch import Dispatcher, Handler, HandlerInterrupt
-from kafka_retry.runtime.tier import KafkaTier, Tier
+from kafka_retry.retry.base import Backend
+from kafka_retry.retry.kafka import KafkaBackend
+from kafka_retry.runtime import _lenient
+from kafka_retry.runtime.builder import TierBuilder
+from kafka_retry.runtime.dispatch import Handler, HandlerInterrupt
+from kafka_retry.runtime.state import ConsumerState
+from kafka_retry.runtime.tier import Tier
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from kafka_retry.metrics import Health, Metrics
-    from kafka_retry.retry.postgres import RetryRows
+    from kafka_retry.retry.table import RetryRows
 
 __all__ = ["Consumer", "ConsumerState"]
 
 log = logging.getLogger("kafka_retry")
 
 H = TypeVar("H", bound=Handler)
-
-
-class ConsumerState(enum.Enum):
-    """Where a :class:`Consumer` is in its life; it only moves forward."""
-
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-def retry_group_id(group: str, tier: int) -> str:
-    """The consumer group of retry tier ``tier``: its own, so it never rebalances the main tier."""
-    return f"{group}.retry{tier}"
 
 
 class Consumer:
@@ -169,17 +156,45 @@ class Consumer:
 
     async def _run(self) -> None:
         config = self.config
+        if config.lenient_header_names:
+            _lenient.install()
         async with contextlib.AsyncExitStack() as stack:
-            admin = await _clients.start_admin(config, self._transport)
+            admin = await _kafka.start_admin(config, self._transport)
             stack.push_async_callback(admin.close)
             if config.create_topics:
-                await _clients.ensure_topics(admin, config)
-            producer = await _clients.start_producer(config, self._transport)
+                await _kafka.ensure_topics(admin, config)
+            producer = await _kafka.start_producer(config, self._transport)
             stack.push_async_callback(producer.stop)
-            self._tiers = await self._start_tiers(producer, stack)
+            builder = TierBuilder(
+                config=config,
+                handlers=self._handlers,
+                clock=self._clock,
+                observer=self._observer,
+                transport=self._transport,
+                producer=producer,
+                stack=stack,
+            )
+            self._tiers = await self._build_tiers(builder)
             if self._stop_requested.is_set():
                 return
             await self._supervise(self._tiers)
+
+    async def _build_tiers(self, builder: TierBuilder) -> list[Tier]:
+        """The main tier and the backend's retry tiers, every one started."""
+        config = self.config
+        parts = await self._backend().open(builder)
+        self._pool = parts.pool
+        main_of = {topic: topic for topic in config.topics}
+        dispatcher = builder.dispatcher("main", main_of, 1, parts.retry, parts.dead_letters)
+        main = await builder.kafka_tier(config.group, dispatcher, None)
+        return [main, *parts.tiers]
+
+    def _backend(self) -> Backend:
+        if self.config.retry_backend == "postgres":
+            from kafka_retry.retry.postgres import PostgresBackend
+
+            return PostgresBackend(self._retry_table)
+        return KafkaBackend()
 
     async def _supervise(self, tiers: list[Tier]) -> None:
         try:
@@ -231,80 +246,6 @@ class Consumer:
             self._state = ConsumerState.RUNNING
         self._ready.set()
         log.info("consumer %s ready: %d tier(s)", self.config.group, len(tiers))
-
-    async def _start_tiers(self, producer: Any, stack: contextlib.AsyncExitStack) -> list[Tier]:
-        config = self.config
-        chains = {topic: config.chain(topic) for topic in config.topics}
-        retry: RetryBackend
-        dead_letters: DeadLetterSink
-        retry_tiers: list[Tier] = []
-        if config.retry_backend == "postgres":
-            from kafka_retry.retry import postgres
-
-            if self._retry_table is None:
-                backend = await postgres.open_postgres_backend(
-                    config, self._handlers, self._clock, stack, self._observer
-                )
-            else:
-                backend = postgres.table_backend(
-                    self._retry_table, config, self._handlers, self._clock, self._observer
-                )
-            self._pool = backend.pool
-            retry, dead_letters, retry_tiers = backend.retry, backend.dead_letters, backend.tiers
-        else:
-            forwarder = KafkaForwarder(
-                producer, chains, config.retry_intervals, self._clock, self._observer
-            )
-            retry = dead_letters = forwarder
-            for tier, interval in enumerate(config.retry_intervals, start=1):
-                main_of = {chains[t].retries[tier - 1]: t for t in config.topics}
-                group_id = retry_group_id(config.group, tier)
-                dispatcher = self._dispatcher(
-                    f"retry{tier}", main_of, tier + 1, retry, dead_letters
-                )
-                retry_tiers.append(await self._kafka_tier(group_id, dispatcher, interval, stack))
-        main_of = {t: t for t in config.topics}
-        dispatcher = self._dispatcher("main", main_of, 1, retry, dead_letters)
-        main = await self._kafka_tier(config.group, dispatcher, None, stack)
-        return [main, *retry_tiers]
-
-    def _dispatcher(
-        self,
-        tier: str,
-        main_of: dict[str, str],
-        attempt: int,
-        retry: RetryBackend,
-        dead_letters: DeadLetterSink,
-    ) -> Dispatcher:
-        return Dispatcher(
-            self.config,
-            self._handlers,
-            main_of,
-            attempt,
-            retry,
-            dead_letters,
-            self._clock,
-            self._observer,
-            tier,
-        )
-
-    async def _kafka_tier(
-        self,
-        group_id: str,
-        dispatcher: Dispatcher,
-        delay: float | None,
-        stack: contextlib.AsyncExitStack,
-    ) -> KafkaTier:
-        config = self.config
-        name = dispatcher.tier
-        reset = config.auto_offset_reset if delay is None else "earliest"
-        consumer = self._transport.consumer(config, group_id, name, reset)
-        stack.push_async_callback(consumer.stop)
-        await _clients.start_within_bound(config, "Kafka", consumer.start)
-        topics = list(dispatcher.topics)
-        return KafkaTier(
-            name, config, consumer, topics, dispatcher, delay, self._clock, self._observer
-        )
 
     async def wait_ready(self) -> None:
         """Return once every tier has joined its group and got its assignment.

@@ -58,6 +58,7 @@ class Dispatcher:
 
     def __init__(
         self,
+        *,
         config: Config,
         handlers: Mapping[str, Handler],
         main_of: Mapping[str, str],
@@ -137,15 +138,16 @@ class Dispatcher:
         ``Exception`` (KeyboardInterrupt, SystemExit) propagate: they are never
         swallowed as a retry. Cancellation of the calling task propagates too.
         """
+        # The one place a handler is called, for every tier and worker: kept lean,
+        # it runs once per message on the main tier's hot path.
         topic = message.main_topic
-        timeout = self._timeout
         self.running += 1
         started = perf_counter()
         try:
-            if timeout is None:
+            if self._timeout is None:
                 await self._handlers[topic](message)
             else:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(self._timeout):
                     await self._handlers[topic](message)
         except BaseException as exc:
             return self.caught(exc, topic, started)
@@ -153,13 +155,9 @@ class Dispatcher:
             self.running -= 1
         recorder = self._recorders.get(topic)
         if recorder is None:
-            recorder = self._recorders[topic] = self.success_recorder(topic)
+            recorder = self._recorders[topic] = self.observer.success_recorder(self.tier, topic)
         recorder(perf_counter() - started)
         return None
-
-    def success_recorder(self, topic: str) -> Callable[[float], None]:
-        """The observer's per-message hook for successes of main topic ``topic``."""
-        return self.observer.success_recorder(self.tier, topic)
 
     def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
         """Classify what a handler raised: return it as a failure, or re-raise it.
@@ -179,19 +177,6 @@ class Dispatcher:
             raise error
         self.observer.handler_duration(self.tier, topic, perf_counter() - started)
         return error
-
-    @property
-    def timed(self) -> bool:
-        """Whether handler calls run under ``handler_timeout``."""
-        return self._timeout is not None
-
-    def main_topic_of(self, topic: str) -> str:
-        """The main topic whose handler runs for records of ``topic``."""
-        return self._main_of[topic]
-
-    def handlers_by_topic(self) -> dict[str, Handler]:
-        """The handler that runs for records of each topic this tier reads."""
-        return {topic: self._handlers[main] for topic, main in self._main_of.items()}
 
     def failure(self, message: Message, error: BaseException) -> Failure:
         """Describe a failed attempt (and log it): final when non-retryable or exhausted."""

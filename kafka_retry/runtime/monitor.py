@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from kafka_retry._clock import Clock
 from kafka_retry.config import Config
+from kafka_retry.runtime.state import ConsumerState
 from kafka_retry.runtime.tier import KafkaTier, Tier
 
 if TYPE_CHECKING:
     from kafka_retry.metrics import Health, Metrics, TierHealth
-    from kafka_retry.runtime.consumer import ConsumerState
 
 log = logging.getLogger("kafka_retry")
 
@@ -97,7 +97,7 @@ class GaugeSampler:
             self._in_flight[tier] = now
 
     async def _sample_table(self) -> None:
-        from kafka_retry.retry.postgres import counts
+        from kafka_retry.retry.table import counts
 
         assert self._config.database is not None
         group = self._config.group
@@ -141,7 +141,7 @@ def tier_health(tier: Tier, task: asyncio.Task[None] | None, now: float) -> Tier
 
 async def database_reachable(pool: Any) -> bool:
     """Whether ``pool``'s database answers ``SELECT 1`` within a short bound."""
-    from kafka_retry.retry._pg_connect import TRANSIENT
+    from kafka_retry.retry.table import TRANSIENT
 
     try:
         async with asyncio.timeout(_PING_TIMEOUT):
@@ -163,7 +163,6 @@ async def health(
 ) -> Health:
     """The consumer's :class:`~kafka_retry.metrics.Health`; pings the database if there is one."""
     from kafka_retry.metrics import Health
-    from kafka_retry.runtime.consumer import ConsumerState
 
     now = clock.time()
     report = tuple(tier_health(tier, tasks.get(tier.name), now) for tier in tiers)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from time import perf_counter
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -51,11 +50,7 @@ class PartitionWorker(Feed):
         dispatcher = self._dispatcher
         make_message = dispatcher.message
         invoke = dispatcher.invoke
-        timed = dispatcher.timed
-        handler_for = dispatcher.handlers_by_topic()
-        # One partition of one topic: the main topic, and so the recorder, is fixed.
         tp = self.tp
-        success = dispatcher.success_recorder(dispatcher.main_topic_of(tp.topic))
         partition = tp.partition
         while not self._closing:
             self._raise_handoff_error()
@@ -75,21 +70,7 @@ class PartitionWorker(Feed):
                         record.topic, partition, offset, record.key, record.value,
                         record.headers, record.timestamp,
                     )  # fmt: skip
-                    if timed:
-                        error = await invoke(message)
-                    else:
-                        # invoke() inlined: one coroutine frame less per message.
-                        dispatcher.running += 1
-                        started = perf_counter()
-                        try:
-                            await handler_for[record.topic](message)
-                        except BaseException as exc:
-                            error = dispatcher.caught(exc, message.main_topic, started)
-                        else:
-                            error = None
-                            success(perf_counter() - started)
-                        finally:
-                            dispatcher.running -= 1
+                    error = await invoke(message)
                     if error is not None:
                         await self._track(
                             offset, dispatcher.route(dispatcher.failure(message, error))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
+import attrs
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -13,7 +14,6 @@ from kafka_retry._clock import Cancellable, Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
-from kafka_retry.runtime import _lenient
 from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
 from kafka_retry.runtime.dispatch import Dispatcher
 from kafka_retry.runtime.partition import PartitionWorker
@@ -47,6 +47,28 @@ def due_at(record: ConsumerRecord, delay_ms: int, now_ms: int) -> int:
 
 
 Worker = PartitionWorker | ConcurrentPartitionWorker
+
+
+@attrs.define
+class _Held:
+    """What a tier keeps for one partition it holds: created on assign, dropped on revoke.
+
+    Attributes:
+        worker: Handles the partition's records.
+        paused: Why the partition is paused (back-pressure, a due time); empty: fetching.
+        timer: Resumes the partition at the due time it waits for.
+        parked: ``(offset, due ms)`` of the record the partition waits for.
+        committed: The offset last committed.
+        first: The first offset fetched since the assignment: the lag base while
+            nothing is done yet.
+    """
+
+    worker: Worker
+    paused: set[str] = attrs.field(factory=set)
+    timer: Cancellable | None = None
+    parked: tuple[int, int] | None = None
+    committed: int | None = None
+    first: int | None = None
 
 
 class Tier(Protocol):
@@ -99,8 +121,6 @@ class KafkaTier:
         observer: Observer | None = None,
     ) -> None:
         self.name = name
-        # Records with a header name that is not UTF-8 would otherwise stop the tier.
-        _lenient.install()
         self._observer: Observer = observer or NullObserver()
         #: Clock time of the last completed poll (None before the first).
         self.last_poll: float | None = None
@@ -110,15 +130,7 @@ class KafkaTier:
         self._dispatcher = dispatcher
         self._delay_ms = None if delay is None else round(delay * 1000)
         self._clock = clock
-        self._workers: dict[TopicPartition, Worker] = {}
-        self._paused: dict[TopicPartition, set[str]] = {}
-        self._timers: dict[TopicPartition, Cancellable] = {}
-        # (offset, due ms) of the record each partition waits for.
-        self._parked: dict[TopicPartition, tuple[int, int]] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        # First offset fetched per partition since its assignment: the lag base
-        # while nothing is done yet.
-        self._first: dict[TopicPartition, int] = {}
+        self._held: dict[TopicPartition, _Held] = {}
         self._high_water = max(1, config.max_in_flight)
         self._permits = asyncio.Semaphore(config.max_in_flight)
         self._stopping = False
@@ -130,7 +142,7 @@ class KafkaTier:
     @property
     def assignment(self) -> frozenset[TopicPartition]:
         """The partitions this tier holds now."""
-        return frozenset(self._workers)
+        return frozenset(self._held)
 
     @property
     def in_flight(self) -> int:
@@ -145,15 +157,15 @@ class KafkaTier:
         """
         held = self._consumer.assignment()
         lags: dict[TopicPartition, int] = {}
-        for tp, worker in self._workers.items():
+        for tp, state in self._held.items():
             if tp not in held:
                 continue  # being revoked
             high = self._consumer.highwater(tp)
             if high is None:
                 continue
-            done = worker.position()
+            done = state.worker.position()
             if done is None:
-                done = self._first.get(tp, high)
+                done = high if state.first is None else state.first
             lags[tp] = max(0, high - done)
         return lags
 
@@ -193,63 +205,65 @@ class KafkaTier:
                 next_commit = now + self._config.commit_interval
 
     def _feed(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        worker = self._workers.get(tp)
-        if worker is None:
+        state = self._held.get(tp)
+        if state is None:
             return  # revoked meanwhile: the next owner resumes from the committed offset
-        if records and tp not in self._first:
-            self._first[tp] = records[0].offset
-        if _DUE in self._paused.get(tp, ()):
+        if records and state.first is None:
+            state.first = records[0].offset
+        if _DUE in state.paused:
             return  # fetched before the seek back; the fetch position is already before them
         if self._delay_ms is not None:
-            records = self._hold_back(tp, records)
+            records = self._hold_back(tp, state, records)
         if not records:
             return
+        worker = state.worker
         worker.submit(records)
         # One fetch can bring more records than the high-water mark (1 MB of small
         # records): pausing on the first would stall every partition for a fetch
         # round-trip, so a partition pauses only with a second batch waiting too.
         if worker.buffered >= self._high_water and worker.waiting_batches > 1:
-            self._pause(tp, _BACKPRESSURE)
+            self._pause(tp, state, _BACKPRESSURE)
 
-    def _hold_back(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+    def _hold_back(
+        self, tp: TopicPartition, state: _Held, records: list[ConsumerRecord]
+    ) -> list[ConsumerRecord]:
         """Keep the due prefix; park the partition at the first record not yet due."""
         assert self._delay_ms is not None
         now_ms = int(self._clock.time() * 1000)
         for index, record in enumerate(records):
             due = due_at(record, self._delay_ms, now_ms)
-            parked = self._parked.get(tp)
+            parked = state.parked
             if parked is not None and parked[0] == record.offset:
                 # Keep the bound of the first sight: a forged far-future due time
                 # would otherwise move one delay further at every fetch.
                 due = min(due, parked[1])
             if due > now_ms:
-                self._parked[tp] = (record.offset, due)
+                state.parked = (record.offset, due)
                 self._consumer.seek(tp, record.offset)
-                self._pause(tp, _DUE)
+                self._pause(tp, state, _DUE)
                 wait = (due - now_ms) / 1000
-                self._timers[tp] = self._clock.call_later(wait, lambda: self._unpause(tp, _DUE))
+                state.timer = self._clock.call_later(wait, lambda: self._unpause(tp, _DUE))
                 return records[:index]
         return records
 
-    def _pause(self, tp: TopicPartition, reason: str) -> None:
-        reasons = self._paused.setdefault(tp, set())
-        if not reasons:
+    def _pause(self, tp: TopicPartition, state: _Held, reason: str) -> None:
+        if not state.paused:
             self._consumer.pause(tp)
-        reasons.add(reason)
+        state.paused.add(reason)
 
     def _unpause(self, tp: TopicPartition, reason: str) -> None:
-        reasons = self._paused.get(tp)
-        if not reasons or reason not in reasons:
-            return
-        reasons.discard(reason)
+        state = self._held.get(tp)
+        if state is None or reason not in state.paused:
+            return  # revoked meanwhile, or not paused for that reason
+        state.paused.discard(reason)
         if reason == _DUE:
-            self._timers.pop(tp, None)
-        if not reasons and tp in self._workers:
+            state.timer = None
+        if not state.paused:
             self._consumer.resume(tp)
 
     def _drained(self, tp: TopicPartition) -> None:
-        worker = self._workers.get(tp)
-        if worker is not None and worker.buffered <= self._high_water // 2:
+        state = self._held.get(tp)
+        if state is not None and state.worker.buffered <= self._high_water // 2:
             self._unpause(tp, _BACKPRESSURE)
 
     def _worker_ended(self, task: asyncio.Task[None]) -> None:
@@ -266,9 +280,9 @@ class KafkaTier:
     def assign(self, assigned: set[TopicPartition]) -> None:
         """Rebalance: start a worker for each newly assigned partition."""
         for tp in assigned:
-            if tp not in self._workers:
+            if tp not in self._held:
                 worker = self._new_worker(tp)
-                self._workers[tp] = worker
+                self._held[tp] = _Held(worker)
                 worker.start().add_done_callback(self._worker_ended)
         self.rebalances += 1
         self._observer.rebalanced(self.name)
@@ -282,28 +296,24 @@ class KafkaTier:
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
         """Rebalance: drain the revoked partitions' work (bounded), commit, forget them."""
-        gone = [tp for tp in revoked if tp in self._workers]
+        gone = [tp for tp in revoked if tp in self._held]
         if not gone:
             return
-        await asyncio.gather(*(self._workers[tp].stop(self._config.drain_timeout) for tp in gone))
+        drain = self._config.drain_timeout
+        await asyncio.gather(*(self._held[tp].worker.stop(drain) for tp in gone))
         await self.commit(gone)
         for tp in gone:
-            del self._workers[tp]
-            self._paused.pop(tp, None)
-            self._committed.pop(tp, None)
-            self._first.pop(tp, None)
-            self._parked.pop(tp, None)
-            timer = self._timers.pop(tp, None)
+            timer = self._held.pop(tp).timer
             if timer is not None:
                 timer.cancel()
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
         """Commit the done position of each partition that moved since the last commit."""
         offsets: dict[TopicPartition, int] = {}
-        for tp in partitions if partitions is not None else list(self._workers):
-            worker = self._workers.get(tp)
-            position = worker.position() if worker is not None else None
-            if position is not None and position != self._committed.get(tp):
+        for tp in partitions if partitions is not None else list(self._held):
+            state = self._held.get(tp)
+            position = state.worker.position() if state is not None else None
+            if state is not None and position is not None and position != state.committed:
                 offsets[tp] = position
         if not offsets:
             return
@@ -318,14 +328,18 @@ class KafkaTier:
                 extra={"tier": self.name, "error_type": type(exc).__name__},
             )
             return
-        self._committed.update(offsets)
+        for tp, position in offsets.items():
+            state = self._held.get(tp)
+            if state is not None:
+                state.committed = position
 
     async def _shutdown(self) -> None:
         self._stopping = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        workers = list(self._workers.values())
-        await asyncio.gather(*(w.stop(self._config.drain_timeout) for w in workers))
+        for state in self._held.values():
+            if state.timer is not None:
+                state.timer.cancel()
+                state.timer = None
+        drain = self._config.drain_timeout
+        await asyncio.gather(*(state.worker.stop(drain) for state in self._held.values()))
         await self.commit()
-        self._workers.clear()
+        self._held.clear()

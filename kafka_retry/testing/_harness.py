@@ -16,7 +16,7 @@ from aiokafka.structs import RecordMetadata
 from kafka_retry.config import Config
 from kafka_retry.errors import ConsumerStateError
 from kafka_retry.message import Header, Message
-from kafka_retry.retry._pg_rows import DEAD_LETTERED
+from kafka_retry.retry.table import DEAD_LETTERED
 from kafka_retry.runtime.consumer import Consumer
 from kafka_retry.runtime.dispatch import Handler
 from kafka_retry.testing._broker import MemoryBroker

@@ -8,7 +8,7 @@ import attrs
 
 from kafka_retry.errors import KafkaRetryError
 from kafka_retry.message import Header, Message, Provenance, decode_provenance, split_headers
-from kafka_retry.retry._pg_rows import Row, row_message
+from kafka_retry.retry.table import Row, row_message
 
 __all__ = ["Call", "DeadLetter", "NotSettledError"]
 

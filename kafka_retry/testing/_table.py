@@ -9,15 +9,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka_retry._clock import Clock
-from kafka_retry.retry._pg_rows import (
+from kafka_retry.retry.table import (
     INSERT_COLUMNS,
     PENDING,
     SUCCEEDED,
+    Listener,
+    Outcome,
+    RetryCounts,
     Row,
     floor_datetime,
 )
-from kafka_retry.retry._pg_table import Listener, Outcome
-from kafka_retry.retry.postgres import RetryCounts
 
 __all__ = ["MemoryRetryTable"]
 

@@ -17,7 +17,7 @@ from types import TracebackType
 import attrs
 
 from kafka_retry import Config, DatabaseConfig, TopicChain
-from kafka_retry.runtime.consumer import retry_group_id
+from kafka_retry.retry.kafka import retry_group_id
 from tests.faults import stores
 from tests.faults.ledger import DeadLetter, LedgerView, Verdict, judge
 from tests.faults.plan import INTERVALS, behaviour, records

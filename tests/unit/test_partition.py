@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -10,7 +11,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from kafka_retry import Config, Message
 from kafka_retry._clock import SystemClock
 from kafka_retry.retry.base import Failure
-from kafka_retry.runtime.dispatch import Dispatcher
+from kafka_retry.runtime.dispatch import Dispatcher, Handler
 from kafka_retry.runtime.partition import PartitionWorker
 
 
@@ -48,13 +49,26 @@ def record(offset: int) -> ConsumerRecord:
     )
 
 
+def dispatcher_for(config: Config, handler: Handler, backend: Any) -> Dispatcher:
+    """A main-tier dispatcher of topic ``t`` whose failures all go to ``backend``."""
+    return Dispatcher(
+        config=config,
+        handlers={"t": handler},
+        main_of={"t": "t"},
+        attempt=1,
+        retry=backend,
+        dead_letters=backend,
+        clock=SystemClock(),
+    )
+
+
 async def test_a_failed_hand_off_ends_an_idle_worker() -> None:
     """A hand-off that fails after the partition's last record ends the worker with its error."""
     config = Config(
         bootstrap_servers="localhost:9092", group="g", topics=["t"], retry_intervals=[1]
     )
     backend = BrokenBackend()
-    dispatcher = Dispatcher(config, {"t": failing}, {"t": "t"}, 1, backend, backend, SystemClock())
+    dispatcher = dispatcher_for(config, failing, backend)
     worker = PartitionWorker(TopicPartition("t", 0), dispatcher, 10, lambda tp: None)
     task = worker.start()
     worker.submit([record(0)])
@@ -73,7 +87,7 @@ async def test_handlers_that_never_await_do_not_hold_the_loop_for_a_whole_batch(
 
     config = Config(bootstrap_servers="localhost:9092", group="g", topics=["t"])
     backend = BrokenBackend()
-    dispatcher = Dispatcher(config, {"t": busy}, {"t": "t"}, 1, backend, backend, SystemClock())
+    dispatcher = dispatcher_for(config, busy, backend)
     drained = asyncio.Event()
     worker = PartitionWorker(TopicPartition("t", 0), dispatcher, 10, lambda tp: drained.set())
     worker.start()
@@ -113,9 +127,7 @@ async def test_a_stop_waits_for_the_hand_off_of_the_record_being_handled() -> No
         bootstrap_servers="localhost:9092", group="g", topics=["t"], retry_intervals=[1]
     )
     backend = SlowBackend()
-    dispatcher = Dispatcher(
-        config, {"t": slow_failure}, {"t": "t"}, 1, backend, backend, SystemClock()
-    )
+    dispatcher = dispatcher_for(config, slow_failure, backend)
     worker = PartitionWorker(TopicPartition("t", 0), dispatcher, 10, lambda tp: None)
     worker.start()
     worker.submit([record(0)])

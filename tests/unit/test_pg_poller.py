@@ -51,7 +51,15 @@ async def test_an_internal_client_error_is_retried() -> None:
         database=DatabaseConfig(),
     )
     clock = SystemClock()
-    dispatcher = Dispatcher(config, {"t": succeeding}, {"t": "t"}, 2, None, None, clock)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(
+        config=config,
+        handlers={"t": succeeding},
+        main_of={"t": "t"},
+        attempt=2,
+        retry=None,  # type: ignore[arg-type]
+        dead_letters=None,  # type: ignore[arg-type]
+        clock=clock,
+    )
     pool = DyingSessionPool()
     rows = PgRows(pool, DatabaseConfig())  # type: ignore[arg-type]
     poller = TablePoller(1, config, rows, dispatcher, clock, "me")

@@ -1,0 +1,97 @@
+"""What a retry backend builds its tiers with: dispatchers, and Kafka tiers on shared clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from kafka_retry import _kafka
+from kafka_retry._clock import Clock
+from kafka_retry._kafka import KafkaTransport
+from kafka_retry._observe import Observer
+from kafka_retry.config import Config
+from kafka_retry.retry.base import DeadLetterSink, RetryBackend
+from kafka_retry.runtime.dispatch import Dispatcher, Handler
+from kafka_retry.runtime.tier import KafkaTier
+
+__all__ = ["TierBuilder"]
+
+
+@attrs.frozen
+class TierBuilder:
+    """The consumer's parts that tiers are made of, handed to its retry backend.
+
+    The consumer builds its main tier with it, and the backend its retry tiers,
+    so both backends wire tiers the same way and the consumer only runs them.
+
+    Attributes:
+        config: The consumer's settings.
+        handlers: Handler per main topic.
+        clock: Time source.
+        observer: Receives what happens.
+        transport: Makes the Kafka clients.
+        producer: The consumer's started producer (hand-offs to topics use it).
+        stack: Closes what is opened here, after the tiers have ended.
+    """
+
+    config: Config
+    handlers: Mapping[str, Handler]
+    clock: Clock
+    observer: Observer
+    transport: KafkaTransport
+    producer: Any
+    stack: contextlib.AsyncExitStack
+
+    def dispatcher(
+        self,
+        tier: str,
+        main_of: Mapping[str, str],
+        attempt: int,
+        retry: RetryBackend,
+        dead_letters: DeadLetterSink,
+    ) -> Dispatcher:
+        """A dispatcher for tier ``tier``, whose records of topic ``t`` belong to ``main_of[t]``."""
+        return Dispatcher(
+            config=self.config,
+            handlers=self.handlers,
+            main_of=main_of,
+            attempt=attempt,
+            retry=retry,
+            dead_letters=dead_letters,
+            clock=self.clock,
+            observer=self.observer,
+            tier=tier,
+        )
+
+    async def kafka_tier(
+        self, group_id: str, dispatcher: Dispatcher, delay: float | None
+    ) -> KafkaTier:
+        """A Kafka tier reading ``dispatcher``'s topics in group ``group_id``, started.
+
+        Args:
+            group_id: The tier's consumer group.
+            dispatcher: Runs the tier's handlers.
+            delay: The tier's retry interval in seconds; None for the main tier.
+
+        Raises:
+            ServiceUnavailableError: Kafka stayed unreachable for every attempt.
+        """
+        config = self.config
+        name = dispatcher.tier
+        reset = config.auto_offset_reset if delay is None else "earliest"
+        consumer = self.transport.consumer(config, group_id, name, reset)
+        self.stack.push_async_callback(consumer.stop)
+        await _kafka.start_within_bound(config, "Kafka", consumer.start)
+        return KafkaTier(
+            name,
+            config,
+            consumer,
+            dispatcher.topics,
+            dispatcher,
+            delay,
+            self.clock,
+            self.observer,
+        )
