@@ -17,7 +17,7 @@ import asyncpg
 from kafka_retry import devstack
 
 if TYPE_CHECKING:
-    from bench.run import Sizes
+    from bench._sizes import Sizes
 
 _PACKAGES = ("aiokafka", "faststream", "kafka-retry", "asyncpg", "prometheus-client", "attrs")
 

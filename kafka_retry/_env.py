@@ -66,6 +66,10 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
         _number("KAFKA_REPLICATION_FACTOR", int),
     ),
     "KAFKA_IDEMPOTENCE": ("idempotence", _bool("KAFKA_IDEMPOTENCE")),
+    "KAFKA_LENIENT_HEADER_NAMES": (
+        "lenient_header_names",
+        _bool("KAFKA_LENIENT_HEADER_NAMES"),
+    ),
     "KAFKA_MAX_IN_FLIGHT": ("max_in_flight", _number("KAFKA_MAX_IN_FLIGHT", int)),
     "KAFKA_ORDERING": ("ordering", _text),
     "KAFKA_METRICS": ("metrics", _bool("KAFKA_METRICS")),
@@ -141,27 +145,21 @@ def config_fields_from_env(env: Mapping[str, str]) -> dict[str, Any]:
     ):
         if field not in fields:
             raise ConfigError(variable, "is not set")
-    database = database_from_env(env)
-    if database is not None:
-        fields["database"] = database
     return fields
 
 
-def database_from_env(env: Mapping[str, str]) -> Any:
-    """A ``DatabaseConfig`` from ``DATABASE_URL`` or ``DATABASE_*``, or None if neither is set."""
-    from kafka_retry.config import DatabaseConfig
+def database_fields_from_env(env: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
+    """``DATABASE_URL`` (or None) and the ``DatabaseConfig`` fields that ``DATABASE_*`` set.
 
-    overrides: dict[str, Any] = {}
+    Raises:
+        ConfigError: A value is malformed; names the variable.
+    """
+    fields: dict[str, Any] = {}
     for variable, (field, parse) in DATABASE_VARIABLES.items():
         if variable in env:
-            overrides[field] = parse(env[variable])
+            fields[field] = parse(env[variable])
     for variable, field in DATABASE_SECRETS.items():
         secret = read_secret(env, variable)
         if secret is not None:
-            overrides[field] = secret
-    url = env.get("DATABASE_URL")
-    if url:
-        return DatabaseConfig.from_url(url, **overrides)
-    if overrides:
-        return DatabaseConfig(**overrides)
-    return None
+            fields[field] = secret
+    return env.get("DATABASE_URL") or None, fields

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
+from kafka_retry._env import config_fields_from_env, database_fields_from_env
 from kafka_retry.errors import ConfigError
 from kafka_retry.topology import (
     TopicChain,
@@ -134,6 +135,21 @@ class DatabaseConfig:
         fields.update(overrides)
         return cls(**fields)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseConfig | None:
+        """Read ``DATABASE_URL`` and ``DATABASE_*``; None when neither is set.
+
+        ``DATABASE_*`` variables override the URL's parts.
+
+        Raises:
+            ConfigError: A variable is invalid; names the variable.
+        """
+        env = os.environ if environ is None else environ
+        url, fields = database_fields_from_env(env)
+        if url:
+            return cls.from_url(url, **fields)
+        return cls(**fields) if fields else None
+
     @property
     def qualified_table(self) -> str:
         """``"schema"."table"``, quoted; safe because both are validated identifiers."""
@@ -184,6 +200,7 @@ class Config:
     isolation_level: Literal["read_uncommitted", "read_committed"] = attrs.field(
         default="read_uncommitted"
     )
+    lenient_header_names: bool = attrs.field(default=True, validator=_flag)
     max_in_flight: int = attrs.field(default=1000)
     ordering: Ordering = attrs.field(default="partition")
     max_poll_interval_ms: int = attrs.field(default=300_000)
@@ -322,7 +339,9 @@ class Config:
         Raises:
             ConfigError: A variable is missing or invalid; names the variable.
         """
-        from kafka_retry._env import config_fields_from_env
-
         env = os.environ if environ is None else environ
-        return cls(**{**config_fields_from_env(env), **overrides})
+        fields = config_fields_from_env(env)
+        database = DatabaseConfig.from_env(env)
+        if database is not None:
+            fields["database"] = database
+        return cls(**{**fields, **overrides})

@@ -31,7 +31,7 @@ import signal
 import socket
 import sys
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +52,6 @@ __all__ = [
     "check_postgres_reachable",
     "default_state_dir",
     "is_running",
-    "main",
     "select_broker",
     "start_kafka",
     "start_postgres",
@@ -408,16 +407,9 @@ def status(state_dir: Path | str | None = None) -> list[ServiceState]:
     return states
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``up``/``down``/``status`` command line; return the exit code.
-
-    ``up`` prints ``KAFKA_BOOTSTRAP_SERVERS=...`` and ``DATABASE_URL=...`` lines
-    for a shell to ``eval``. Errors are one line on stderr, without a traceback.
-    """
-    from kafka_retry._devstack import cli  # it imports this module
-
-    return cli.run(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m kafka_retry.devstack``: the same up/down/status commands
+    # as ``kafka-retry dev``. Only the program imports them, never this module.
+    from kafka_retry._devstack.cli import run
+
+    sys.exit(run())

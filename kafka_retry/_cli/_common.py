@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeAlias, TypeVar, overload
 
-from kafka_retry._env import database_from_env
 from kafka_retry.config import Config, DatabaseConfig
 from kafka_retry.errors import ConfigError
 
@@ -161,12 +160,11 @@ def load_database(args: argparse.Namespace, *, required: bool = True) -> Databas
         ConfigError: Invalid settings, or none when ``required``.
     """
     try:
-        database = database_from_env(environment(args))
+        database = DatabaseConfig.from_env(environment(args))
     except ConfigError as exc:
         raise explained(exc) from None
     if database is None and required:
         raise explained(ConfigError("database", "missing"))
-    assert database is None or isinstance(database, DatabaseConfig)
     return database
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kafka_retry import devstack
+from kafka_retry._devstack import cli as devstack_cli
 from kafka_retry._devstack import kafka, postgres, proc, wire
 from kafka_retry.errors import ServiceUnavailableError
 
@@ -209,7 +210,7 @@ def test_cli_errors_are_one_line(
     bootstrap = f"127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
 
-    code = devstack.main(["--state-dir", str(tmp_path), "up"])
+    code = devstack_cli.run(["--state-dir", str(tmp_path), "up"])
 
     captured = capsys.readouterr()
     assert code == 1
@@ -219,7 +220,7 @@ def test_cli_errors_are_one_line(
 
 def test_cli_status_lists_every_service(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """``status`` prints one line per service."""
-    assert devstack.main(["--state-dir", str(tmp_path), "status"]) == 0
+    assert devstack_cli.run(["--state-dir", str(tmp_path), "status"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
         ["kafka", "stopped"],
