@@ -216,4 +216,8 @@ def install() -> bool:
     fetcher.MemoryRecords = factory
     fetcher.PartitionRecords.__next__ = _next
     _installed = True
+    log.info(
+        "lenient reading of header names that are not UTF-8 is active for every aiokafka"
+        " consumer in this process (Config(lenient_header_names=False) leaves aiokafka as is)"
+    )
     return True
