@@ -102,3 +102,23 @@ def test_configuration_table_shows_each_default() -> None:
     rows = _table_rows(CONFIGURATION.read_text(encoding="utf-8"))
     for setting, field in _settings().items():
         assert rows[setting][1] == _default_cell(field), setting
+
+
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_diagrams_need_no_script_from_the_internet() -> None:
+    """No page draws with a Mermaid fence (it renders only with a CDN script); images are local."""
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        assert "```mermaid" not in text, page
+        for target in _IMAGE.findall(text):
+            assert "://" not in target, (page, target)
+            image = (page.parent / target).resolve()
+            assert image.is_file(), (page, target)
+            if image.suffix == ".svg":
+                head = image.read_text(encoding="utf-8")[:2000]
+                assert "<svg" in head and "<script" not in head, image
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert "extra_javascript" not in config
+    assert "custom_fences" not in config
