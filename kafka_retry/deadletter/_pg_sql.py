@@ -10,7 +10,7 @@ import attrs
 
 from kafka_retry.deadletter._model import DeadLetterEntry, DeadLetterQuery, parse_row_id
 from kafka_retry.message import Provenance
-from kafka_retry.retry._pg_rows import (
+from kafka_retry.retry.table import (
     DEAD_LETTERED,
     Row,
     decode_headers,

@@ -33,9 +33,7 @@ from kafka_retry.deadletter._model import (
 from kafka_retry.deadletter._pg_sql import COLUMNS, Filter, query_filter, row_entry, states
 from kafka_retry.deadletter._replay import replayed_record
 from kafka_retry.errors import ConfigError, DeadLetterError
-from kafka_retry.retry._pg_connect import TRANSIENT, address, connect
-from kafka_retry.retry._pg_rows import DEAD_LETTERED, Statements
-from kafka_retry.retry._pg_schema import migrate
+from kafka_retry.retry.table import DEAD_LETTERED, TRANSIENT, Statements, address, connect, migrate
 
 __all__ = ["PostgresDeadLetters"]
 
