@@ -19,6 +19,8 @@ log = logging.getLogger("kafka_retry")
 
 #: ``async def handler(message: Message) -> None``
 Handler = Callable[[Message], Awaitable[Any]]
+#: One handler call: the error the handler failed with, or None.
+Call = Callable[[Message], Coroutine[Any, Any, BaseException | None]]
 #: The hand-off of a failure to its next tier, not yet started.
 HandOff = Coroutine[Any, Any, None]
 
@@ -72,7 +74,7 @@ class Dispatcher:
         self._config = config
         self.observer: Observer = observer or NullObserver()
         self.tier = tier
-        self._recorders: dict[str, Callable[[float], None]] = {}
+        self._callers: dict[str, Call] = {}
         #: Handler calls running right now.
         self.running = 0
         self._handlers = handlers
@@ -134,30 +136,52 @@ class Dispatcher:
     async def invoke(self, message: Message) -> BaseException | None:
         """Await the handler of ``message``; return the error it failed with, or None.
 
-        A handler timeout is a failure. ``BaseException`` subclasses that are not
-        ``Exception`` (KeyboardInterrupt, SystemExit) propagate: they are never
-        swallowed as a retry. Cancellation of the calling task propagates too.
+        The same as ``await self.caller(message.main_topic)(message)``.
         """
-        # The one place a handler is called, for every tier and worker: kept lean,
-        # it runs once per message on the main tier's hot path.
-        topic = message.main_topic
-        self.running += 1
-        started = perf_counter()
-        try:
-            if self._timeout is None:
-                await self._handlers[topic](message)
-            else:
-                async with asyncio.timeout(self._timeout):
-                    await self._handlers[topic](message)
-        except BaseException as exc:
-            return self.caught(exc, topic, started)
-        finally:
-            self.running -= 1
-        recorder = self._recorders.get(topic)
-        if recorder is None:
-            recorder = self._recorders[topic] = self.observer.success_recorder(self.tier, topic)
-        recorder(perf_counter() - started)
-        return None
+        known = self._callers.get(message.main_topic)
+        if known is None:
+            known = self.caller(message.main_topic)
+        return await known(message)
+
+    def caller(self, topic: str) -> Call:
+        """The handler call of main topic ``topic``: the one place a handler is awaited.
+
+        The call counts itself in :attr:`running`, times the handler, applies
+        ``handler_timeout``, and returns the error the handler failed with (or
+        None, after recording the success). A handler timeout is a failure.
+        ``BaseException`` subclasses that are not ``Exception`` (KeyboardInterrupt,
+        SystemExit) propagate: they are never swallowed as a retry. Cancellation
+        of the calling task propagates too.
+
+        Workers that handle one topic take it once and call it per message:
+        what it needs is bound in advance, so the hot path looks nothing up.
+        """
+        known = self._callers.get(topic)
+        if known is not None:
+            return known
+        handler = self._handlers[topic]
+        succeeded = self.observer.success_recorder(self.tier, topic)
+        timeout = self._timeout
+        caught = self.caught
+
+        async def call(message: Message) -> BaseException | None:
+            self.running += 1
+            started = perf_counter()
+            try:
+                if timeout is None:
+                    await handler(message)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await handler(message)
+            except BaseException as exc:
+                return caught(exc, topic, started)
+            finally:
+                self.running -= 1
+            succeeded(perf_counter() - started)
+            return None
+
+        self._callers[topic] = call
+        return call
 
     def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
         """Classify what a handler raised: return it as a failure, or re-raise it.
@@ -177,6 +201,10 @@ class Dispatcher:
             raise error
         self.observer.handler_duration(self.tier, topic, perf_counter() - started)
         return error
+
+    def main_topic_of(self, topic: str) -> str:
+        """The main topic whose handler runs for records of ``topic``."""
+        return self._main_of[topic]
 
     def failure(self, message: Message, error: BaseException) -> Failure:
         """Describe a failed attempt (and log it): final when non-retryable or exhausted."""

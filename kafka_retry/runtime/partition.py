@@ -49,8 +49,9 @@ class PartitionWorker(Feed):
     async def _run(self) -> None:
         dispatcher = self._dispatcher
         make_message = dispatcher.message
-        invoke = dispatcher.invoke
         tp = self.tp
+        # One partition of one topic: its handler call is fixed.
+        invoke = dispatcher.caller(dispatcher.main_topic_of(tp.topic))
         partition = tp.partition
         while not self._closing:
             self._raise_handoff_error()
