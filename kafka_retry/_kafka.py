@@ -25,6 +25,11 @@ log = logging.getLogger("kafka_retry")
 
 T = TypeVar("T")
 
+#: How long closing a client may take before it is left to finish in the background.
+CLOSE_BOUND = 3.0
+# Closings that outlived the bound: referenced, so they are not collected half-way.
+_closing: set[asyncio.Future[Any]] = set()
+
 _TOPIC_ALREADY_EXISTS = 36
 _MAX_BYTES = "max.message.bytes"
 _HEADROOM = 16 * 1024
@@ -82,6 +87,39 @@ def security_kwargs(config: Config) -> dict[str, Any]:
 def common_kwargs(config: Config) -> dict[str, Any]:
     """Keyword arguments every aiokafka client of this consumer shares."""
     return {"bootstrap_servers": config.bootstrap, **security_kwargs(config)}
+
+
+async def close_within_bound(what: str, close: Callable[[], Awaitable[object]]) -> None:
+    """Await ``close()``, but return after :data:`CLOSE_BOUND` seconds whatever it does.
+
+    aiokafka's consumer, closing, waits for its group coordination to finish:
+    during a broker outage that is until Kafka is back, and with a join pending
+    at the broker (another member drains a rebalance) until that rebalance
+    ends. Past the bound the closing goes on in the background and finishes by
+    itself; nothing is lost, since offsets were committed (or not) before.
+
+    Raises:
+        Exception: What ``close()`` raised within the bound.
+    """
+    closing = asyncio.ensure_future(close())
+    done, _ = await asyncio.wait({closing}, timeout=CLOSE_BOUND)
+    if done:
+        closing.result()
+        return
+    _closing.add(closing)
+    closing.add_done_callback(_closed_late)
+    log.warning(
+        "%s did not close within %gs (Kafka unreachable, or a group join still pending);"
+        " it goes on closing in the background",
+        what,
+        CLOSE_BOUND,
+    )
+
+
+def _closed_late(closing: asyncio.Future[Any]) -> None:
+    _closing.discard(closing)
+    if not closing.cancelled() and closing.exception() is not None:
+        log.info("a late close failed: %s", closing.exception())
 
 
 async def start_within_bound(config: Config, what: str, start: Callable[[], Awaitable[T]]) -> T:
@@ -295,3 +333,22 @@ async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
                 raise SetupError(f"could not create topic {name}: error {code} {detail}".strip())
         log.info("created topics %s", ", ".join(t.name for t in new))
     return counts
+
+
+async def check_topics(admin: Any, config: Config) -> None:
+    """Check that every topic the consumer reads or writes exists (``create_topics=False``).
+
+    Raises:
+        SetupError: Names the topics that do not exist: main topics, and with
+            the Kafka backend the retry and dead-letter topics too.
+    """
+    wanted = list(config.topics)
+    if config.retry_backend == "kafka":
+        wanted += [name for main in config.topics for name in config.topic_chain(main)[1:]]
+    existing = await partition_counts(admin, wanted)
+    missing = [topic for topic in wanted if topic not in existing]
+    if missing:
+        raise SetupError(
+            f"topic(s) {', '.join(missing)} do not exist at {config.bootstrap} and"
+            " create_topics is off; create them, or let the consumer (create_topics=True)"
+        )

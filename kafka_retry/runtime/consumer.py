@@ -89,6 +89,10 @@ class Consumer:
         self._tiers: list[Tier] = []
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        # ``async with``: the block's task, cancelled if the consumer dies under it.
+        self._host: asyncio.Task[Any] | None = None
+        self._cancelled_host = False
+        self._exiting = False
 
     def __repr__(self) -> str:
         return f"<kafka_retry.Consumer group={self.config.group!r} state={self._state.value}>"
@@ -163,6 +167,8 @@ class Consumer:
             stack.push_async_callback(admin.close)
             if config.create_topics:
                 await _kafka.ensure_topics(admin, config)
+            else:
+                await _kafka.check_topics(admin, config)
             producer = await _kafka.start_producer(config, self._transport)
             stack.push_async_callback(producer.stop)
             builder = TierBuilder(
@@ -202,10 +208,13 @@ class Consumer:
                 for tier in tiers:
                     task = group.create_task(tier.run(), name=f"kafka-retry:{tier.name}")
                     self._tier_tasks[tier.name] = task
-                group.create_task(self._watch_ready(tiers))
+                watcher = group.create_task(self._watch_ready(tiers))
                 sampler = self._start_sampler(group, tiers)
                 await self._stop_requested.wait()
                 self._state = ConsumerState.STOPPING
+                # A tier still waiting for its first assignment never gets ready
+                # now: waiting for it would hold the stop until a rebalance ends.
+                watcher.cancel()
                 if sampler is not None:
                     sampler.cancel()
                 for tier in tiers:
@@ -284,14 +293,22 @@ class Consumer:
         await self._done.wait()
 
     async def __aenter__(self) -> Consumer:
+        """Start the consumer in the background; return once it is ready.
+
+        If the consumer ends with an error while the block runs (a tier
+        crashed, a handler interrupt), the block is cancelled and the ``async
+        with`` raises that error, as a task group does.
+        """
         if self._state is not ConsumerState.NEW:
             raise ConsumerStateError(f"cannot start a {self._state.value} consumer")
-        self._task = asyncio.create_task(self.run(), name="kafka-retry:consumer")
+        self._task = asyncio.create_task(self._background(), name="kafka-retry:consumer")
         try:
             await self.wait_ready()
         except BaseException:
-            await self._finish()
+            await self._finish(surface=False)
             raise
+        self._host = asyncio.current_task()
+        self._task.add_done_callback(self._ended_early)
         return self
 
     async def __aexit__(
@@ -300,9 +317,35 @@ class Consumer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._finish()
+        self._exiting = True
+        try:
+            await self._finish()
+        finally:
+            if self._cancelled_host:
+                self._cancelled_host = False
+                host = asyncio.current_task()
+                if host is not None:
+                    host.uncancel()  # our cancellation ends here, not the caller's
 
-    async def _finish(self) -> None:
+    async def _background(self) -> None:
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # Kept in self._error: __aexit__ raises it in the block's task. Raised
+            # here, KeyboardInterrupt and SystemExit would escape the event loop.
+            return
+
+    def _ended_early(self, task: asyncio.Task[None]) -> None:
+        error = self._error
+        if self._exiting or error is None or isinstance(error, asyncio.CancelledError):
+            return
+        if self._host is not None and not self._host.done():
+            self._cancelled_host = True
+            self._host.cancel(f"the consumer ended: {type(error).__name__}")
+
+    async def _finish(self, *, surface: bool = True) -> None:
         self._stop_requested.set()
         task = self._task
         if task is None:
@@ -314,6 +357,6 @@ class Consumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             raise
-        except Exception:
-            if self._ready.is_set():
-                raise
+        error = self._error
+        if surface and error is not None and not isinstance(error, asyncio.CancelledError):
+            raise error

@@ -10,6 +10,7 @@ import attrs
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from kafka_retry import _kafka
 from kafka_retry._clock import Cancellable, Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
@@ -21,6 +22,8 @@ from kafka_retry.runtime.partition import PartitionWorker
 log = logging.getLogger("kafka_retry")
 
 _POLL_MS = 200
+#: Seconds an offset commit may take; one that takes longer fails (and is tried again).
+_COMMIT_BOUND = 5.0
 _BACKPRESSURE = "backpressure"
 _DUE = "due"
 # A forged due time is clamped to this many milliseconds past "now + delay".
@@ -134,6 +137,7 @@ class KafkaTier:
         self._high_water = max(1, config.max_in_flight)
         self._permits = asyncio.Semaphore(config.max_in_flight)
         self._stopping = False
+        self._polling: asyncio.Future[Any] | None = None
         self._crash: BaseException | None = None
         #: Assignments received so far (1 after the first join; more means rebalances).
         self.rebalances = 0
@@ -172,6 +176,10 @@ class KafkaTier:
     def request_stop(self) -> None:
         """Ask the poll loop to end; :meth:`run` then drains, commits and closes."""
         self._stopping = True
+        if self._polling is not None:
+            # aiokafka's getmany() waits out a rebalance, whatever its timeout:
+            # a stop must not wait for another member's drain.
+            self._polling.cancel()
 
     async def run(self) -> None:
         """Poll until stopped; then drain workers, commit, leave the group.
@@ -187,13 +195,20 @@ class KafkaTier:
             try:
                 await self._shutdown()
             finally:
-                await consumer.stop()
+                await _kafka.close_within_bound(f"tier {self.name}", consumer.stop)
+        if self._crash is not None:
+            # It ended the final drain (a hand-off that failed for good, a
+            # handler interrupt): the consumer ends with it, after the commit of
+            # what was done.
+            raise self._crash
 
     async def _poll_loop(self) -> None:
         consumer = self._consumer
         next_commit = self._clock.time() + self._config.commit_interval
         while not self._stopping:
-            batches = await consumer.getmany(timeout_ms=_POLL_MS)
+            batches = await self._poll(consumer)
+            if batches is None:
+                break
             self.last_poll = self._clock.time()
             if self._crash is not None:
                 raise self._crash
@@ -203,6 +218,19 @@ class KafkaTier:
             if now >= next_commit:
                 await self.commit()
                 next_commit = now + self._config.commit_interval
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[Any, Any] | None:
+        """One ``getmany()``; None when :meth:`request_stop` interrupted it."""
+        poll = self._polling = asyncio.ensure_future(consumer.getmany(timeout_ms=_POLL_MS))
+        try:
+            return await poll  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if poll.cancelled() and self._stopping and (task is None or not task.cancelling()):
+                return None  # nothing was taken from an interrupted poll
+            raise
+        finally:
+            self._polling = None
 
     def _feed(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         state = self._held.get(tp)
@@ -267,8 +295,13 @@ class KafkaTier:
             self._unpause(tp, _BACKPRESSURE)
 
     def _worker_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None and self._crash is None:
-            self._crash = task.exception()
+        if not task.cancelled():
+            self._note_crash(task.exception())
+
+    def _note_crash(self, error: BaseException | None) -> None:
+        """Keep the first error that ends this tier; the poll loop or shutdown raises it."""
+        if error is not None and self._crash is None:
+            self._crash = error
 
     def _new_worker(self, tp: TopicPartition) -> Worker:
         ordering = self._config.ordering
@@ -278,7 +311,20 @@ class KafkaTier:
         return ConcurrentPartitionWorker(tp, self._dispatcher, self._permits, by_key, self._drained)
 
     def assign(self, assigned: set[TopicPartition]) -> None:
-        """Rebalance: start a worker for each newly assigned partition."""
+        """Rebalance: start a worker for each newly assigned partition.
+
+        While the tier stops, no worker is started: shutdown would never stop
+        it; the partitions' records go to whoever holds them after this member
+        has left the group.
+        """
+        if self._stopping:
+            log.info(
+                "tier %s stopping: not taking %s",
+                self.name,
+                sorted(str(tp) for tp in assigned),
+                extra={"tier": self.name},
+            )
+            return
         for tp in assigned:
             if tp not in self._held:
                 worker = self._new_worker(tp)
@@ -299,13 +345,27 @@ class KafkaTier:
         gone = [tp for tp in revoked if tp in self._held]
         if not gone:
             return
-        drain = self._config.drain_timeout
-        await asyncio.gather(*(self._held[tp].worker.stop(drain) for tp in gone))
-        await self.commit(gone)
-        for tp in gone:
-            timer = self._held.pop(tp).timer
-            if timer is not None:
-                timer.cancel()
+        log.info(
+            "tier %s revoked %s: draining (up to %gs)",
+            self.name,
+            sorted(str(tp) for tp in gone),
+            self._config.drain_timeout,
+            extra={"tier": self.name},
+        )
+        try:
+            drain = self._config.drain_timeout
+            await asyncio.gather(*(self._held[tp].worker.stop(drain) for tp in gone))
+            for tp in gone:
+                self._note_crash(self._held[tp].worker.crashed())
+            await self.commit(gone)
+        except Exception as exc:
+            # aiokafka logs a listener's error and carries on: the poll loop raises it.
+            self._note_crash(exc)
+        finally:
+            for tp in gone:
+                timer = self._held.pop(tp).timer
+                if timer is not None:
+                    timer.cancel()
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
         """Commit the done position of each partition that moved since the last commit."""
@@ -318,13 +378,16 @@ class KafkaTier:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
+            # aiokafka looks the coordinator up for as long as Kafka is away: a
+            # commit that cannot finish soon is given up, and tried again later.
+            async with asyncio.timeout(_COMMIT_BOUND):
+                await self._consumer.commit(offsets)
+        except (KafkaError, TimeoutError) as exc:
             self._observer.commit_failed(self.name)
             log.warning(
                 "tier %s: commit failed: %s",
                 self.name,
-                exc,
+                str(exc) or f"no answer within {_COMMIT_BOUND:g}s",
                 extra={"tier": self.name, "error_type": type(exc).__name__},
             )
             return
@@ -340,6 +403,9 @@ class KafkaTier:
                 state.timer.cancel()
                 state.timer = None
         drain = self._config.drain_timeout
-        await asyncio.gather(*(state.worker.stop(drain) for state in self._held.values()))
+        held = list(self._held.values())
+        await asyncio.gather(*(state.worker.stop(drain) for state in held))
+        for state in held:
+            self._note_crash(state.worker.crashed())
         await self.commit()
         self._held.clear()
