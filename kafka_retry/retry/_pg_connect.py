@@ -71,10 +71,13 @@ def ssl_option(database: DatabaseConfig) -> ssl.SSLContext | str | bool:
     ``verify-ca`` as in libpq. ``verify-ca`` checks the chain against
     ``sslrootcert`` (or the system's CAs); ``verify-full`` checks the host name
     too. ``sslcert`` / ``sslkey`` present a client certificate from ``require`` up.
+    The user's own ``tls_context`` is passed as it is, whatever ``sslmode`` says.
 
     Raises:
         ConfigError: A certificate or key file cannot be loaded; names the field.
     """
+    if database.tls_context is not None:
+        return database.tls_context
     mode = database.sslmode
     if mode is None or mode == "disable":
         return False
