@@ -31,7 +31,6 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Ordering = Literal["partition", "key", "none"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PG_FILES = ("rootcert", "cert", "key", "password")
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -136,8 +135,14 @@ class DatabaseConfig:
     def __attrs_post_init__(self) -> None:
         if self.tls_context is None:
             return
-        files = {"database.ssl" + name: getattr(self, "ssl" + name) for name in _PG_FILES}
-        conflict = _conflicts(files)
+        conflict = _conflicts(
+            {
+                "database.sslrootcert": self.sslrootcert,
+                "database.sslcert": self.sslcert,
+                "database.sslkey": self.sslkey,
+                "database.sslpassword": self.sslpassword,
+            }
+        )
         if conflict:
             raise _fail("database.tls_context", conflict)
         if self.sslmode in ("disable", "allow", "prefer"):
@@ -332,8 +337,15 @@ class Config:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise _fail("tls_cert_file", "a client certificate needs its key, and the other way")
         if self.tls_context is not None:
-            names = ("ca_file", "cert_file", "key_file", "key_password", "skip_verify_peer")
-            conflict = _conflicts({f"tls_{name}": getattr(self, f"tls_{name}") for name in names})
+            conflict = _conflicts(
+                {
+                    "tls_ca_file": self.tls_ca_file,
+                    "tls_cert_file": self.tls_cert_file,
+                    "tls_key_file": self.tls_key_file,
+                    "tls_key_password": self.tls_key_password,
+                    "tls_skip_verify_peer": self.tls_skip_verify_peer,
+                }
+            )
             if conflict:
                 raise _fail("tls_context", conflict)
 
