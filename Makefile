@@ -1,6 +1,7 @@
 # Every target runs the same commands as .ci/run.
 PYTHON ?= python3
-VENV := .venv
+# A second interpreter gets its own virtualenv: make test PYTHON=python3.13 VENV=.venv-3.13
+VENV ?= .venv
 BIN := $(VENV)/bin
 DEVSTACK := $(BIN)/python -m kafka_retry.devstack
 COMPOSE := docker compose -f compose/docker-compose.yml

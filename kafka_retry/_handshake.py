@@ -24,6 +24,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from kafka_retry._strict_tls import strict_hint, strict_only
 from kafka_retry.config import Config
 from kafka_retry.errors import AuthenticationError, SecurityError, TLSError
 
@@ -66,8 +67,12 @@ def _scrub(text: str, config: Config) -> str:
 
 
 def _verify_hint(error: ssl.SSLCertVerificationError, config: Config) -> str:
+    if strict_only(error):
+        return strict_hint("tls_context")
     if "mismatch" in (error.verify_message or str(error)).lower():
         return "the certificate does not name this host; connect by a name it lists"
+    if config.tls_context is not None:
+        return "check the CAs loaded into tls_context"
     where = config.tls_ca_file or "the system's CA store"
     return f"check tls_ca_file (the trusted CAs come from {where})"
 

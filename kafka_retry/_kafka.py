@@ -71,6 +71,7 @@ def security_kwargs(config: Config) -> dict[str, Any]:
     """
     kwargs: dict[str, Any] = {}
     tls = config.tls_enabled or bool(config.tls_ca_file or config.tls_cert_file)
+    tls = tls or config.tls_context is not None
     if tls:
         kwargs["ssl_context"] = client_context(config)
     if config.sasl_mechanism:

@@ -20,10 +20,14 @@ __all__ = ["client_context"]
 def client_context(config: Config) -> ssl.SSLContext:
     """The SSL context of every Kafka client: CA, client certificate, verification.
 
+    The user's own ``tls_context`` is returned as it is.
+
     Raises:
         ConfigError: A file is missing or unreadable, is not what its setting
             says, or the key cannot be decrypted; names the setting.
     """
+    if config.tls_context is not None:
+        return config.tls_context
     ca_file = config.tls_ca_file
     if ca_file:
         _check_readable("tls_ca_file", ca_file)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+import ssl
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -56,6 +57,38 @@ def _identifier(_inst: object, attribute: attrs.Attribute[Any], value: str) -> N
         )
 
 
+def _client_context(field: str) -> Callable[[Any, Any, Any], None]:
+    def check(_inst: object, _attribute: object, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, ssl.SSLContext):
+            raise _fail(field, f"must be an ssl.SSLContext, got {type(value).__name__}")
+        if value.protocol == ssl.PROTOCOL_TLS_SERVER:
+            raise _fail(
+                field, "is a server context; make a client one (ssl.create_default_context)"
+            )
+
+    return check
+
+
+def _context_repr(context: ssl.SSLContext | None) -> str:
+    # The default repr is only an address; what a reader of logs needs is how it verifies.
+    if context is None:
+        return "None"
+    mode = ssl.VerifyMode(context.verify_mode).name
+    return f"<ssl.SSLContext verify_mode={mode} check_hostname={context.check_hostname}>"
+
+
+def _conflicts(given: Mapping[str, object]) -> str | None:
+    named = [name for name, value in given.items() if value]
+    if not named:
+        return None
+    return (
+        f"cannot be combined with {', '.join(named)}: the context is used as it is, so "
+        "set CAs, client certificate and verification on it (load_verify_locations, ...)"
+    )
+
+
 def _split_list(value: str | Iterable[str]) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(str(item).strip() for item in items if str(item).strip())
@@ -79,7 +112,9 @@ class DatabaseConfig:
     ``host`` may be a directory, which means a Unix socket there.
     ``sslmode`` takes libpq's values (``disable`` … ``verify-full``);
     ``sslrootcert`` / ``sslcert`` / ``sslkey`` name certificate files;
-    ``sslpassword`` decrypts an encrypted ``sslkey``.
+    ``sslpassword`` decrypts an encrypted ``sslkey``. ``tls_context``, the
+    user's own ``ssl.SSLContext``, replaces the ``ssl*`` files and is passed to
+    asyncpg as it is; two configs are equal only with the same context object.
     """
 
     host: str = attrs.field(default="localhost")
@@ -94,6 +129,29 @@ class DatabaseConfig:
     sslcert: str | None = None
     sslkey: str | None = None
     sslpassword: str | None = attrs.field(default=None, repr=False)
+    tls_context: ssl.SSLContext | None = attrs.field(
+        default=None, validator=_client_context("database.tls_context"), repr=_context_repr
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.tls_context is None:
+            return
+        conflict = _conflicts(
+            {
+                "database.sslrootcert": self.sslrootcert,
+                "database.sslcert": self.sslcert,
+                "database.sslkey": self.sslkey,
+                "database.sslpassword": self.sslpassword,
+            }
+        )
+        if conflict:
+            raise _fail("database.tls_context", conflict)
+        if self.sslmode in ("disable", "allow", "prefer"):
+            raise _fail(
+                "database.tls_context",
+                f"always means TLS, but database.sslmode is {self.sslmode!r}: "
+                "leave sslmode unset or make it require, verify-ca or verify-full",
+            )
 
     @port.validator
     def _check_port(self, attribute: attrs.Attribute[int], value: int) -> None:
@@ -162,7 +220,10 @@ class Config:
 
     ``metrics`` turns the Prometheus metrics on (the default) or off;
     ``metrics_interval`` is how often, in seconds, the sampled gauges (lag,
-    in-flight handlers, retry-table rows) are refreshed.
+    in-flight handlers, retry-table rows) are refreshed. ``tls_context``, the
+    user's own ``ssl.SSLContext``, turns TLS on and is given as it is to every
+    Kafka client; it replaces the ``tls_*`` settings, and two configs are equal
+    only with the same context object.
 
     Raises:
         ConfigError: At construction, naming the first invalid field.
@@ -183,6 +244,9 @@ class Config:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_key_password: str | None = attrs.field(default=None, repr=False)
+    tls_context: ssl.SSLContext | None = attrs.field(
+        default=None, validator=_client_context("tls_context"), repr=_context_repr
+    )
     sasl_mechanism: SaslMechanism | None = attrs.field(default=None)
     sasl_username: str | None = None
     sasl_password: str | None = attrs.field(default=None, repr=False)
@@ -279,13 +343,28 @@ class Config:
             raise _fail("database", "the postgres retry backend needs database settings")
         if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
             raise _fail("sasl_username", "SASL needs both a username and a password")
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise _fail("tls_cert_file", "a client certificate needs its key, and the other way")
+        self._check_tls()
         if not callable(self.topic_name_generator):
             raise _fail("topic_name_generator", "must be callable (group, topic, prefix) -> str")
         collision = find_collision([self.chain(t) for t in self.topics], self.topics)
         if collision:
             raise _fail("topic_name_generator", collision)
+
+    def _check_tls(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise _fail("tls_cert_file", "a client certificate needs its key, and the other way")
+        if self.tls_context is not None:
+            conflict = _conflicts(
+                {
+                    "tls_ca_file": self.tls_ca_file,
+                    "tls_cert_file": self.tls_cert_file,
+                    "tls_key_file": self.tls_key_file,
+                    "tls_key_password": self.tls_key_password,
+                    "tls_skip_verify_peer": self.tls_skip_verify_peer,
+                }
+            )
+            if conflict:
+                raise _fail("tls_context", conflict)
 
     def _check_counts(self) -> None:
         bounds = {

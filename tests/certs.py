@@ -4,12 +4,19 @@ Everything is generated with ``cryptography`` into a directory the test owns:
 a CA, a server certificate valid for ``localhost`` and ``127.0.0.1``, client
 certificates (one with an encrypted key), and a second, unrelated CA that must
 never be trusted.
+
+The certificates carry what a real CA writes and what strict verification
+(``ssl.VERIFY_X509_STRICT``, on by default from Python 3.13) demands: a Subject
+Key Identifier on every certificate, an Authority Key Identifier on every issued
+one, critical basic constraints and key usages. ``key_identifiers=False`` leaves
+the identifiers out, like a hand-made legacy CA.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from pathlib import Path
 
 import attrs
@@ -77,29 +84,37 @@ def _builder(
     )
 
 
-def authority(common_name: str) -> Authority:
-    """A self-signed CA."""
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _subject_key_id(
+    builder: x509.CertificateBuilder, public: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
+    return builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+
+
+def authority(common_name: str, *, key_identifiers: bool = True) -> Authority:
+    """A self-signed CA; without ``key_identifiers``, one that lacks its Subject Key Identifier."""
     key = _key()
-    cert = (
+    builder = (
         _builder(common_name, _name(common_name), key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
+        .add_extension(_usage(ca=True), critical=True)
     )
-    return Authority(cert, key)
+    if key_identifiers:
+        builder = _subject_key_id(builder, key.public_key())
+    return Authority(builder.sign(key, hashes.SHA256()), key)
 
 
 def issue(
@@ -108,15 +123,25 @@ def issue(
     *,
     server: bool,
     hosts: tuple[str, ...] = (),
+    key_identifiers: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf certificate signed by ``ca``: for a server (with ``hosts`` as SANs) or a client."""
+    """A leaf certificate signed by ``ca``: for a server (with ``hosts`` as SANs) or a client.
+
+    Without ``key_identifiers`` it has neither a Subject nor an Authority Key Identifier.
+    """
     key = _key()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         _builder(common_name, ca.cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
+    if key_identifiers:
+        builder = _subject_key_id(builder, key.public_key()).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
     if hosts:
         names: list[x509.GeneralName] = []
         for host in hosts:
@@ -149,13 +174,28 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def generate(directory: Path, *, client_name: str = "kafka-retry-client") -> TLSMaterial:
-    """Write a fresh PKI into ``directory`` (created if missing)."""
+def generate(
+    directory: Path, *, client_name: str = "kafka-retry-client", key_identifiers: bool = True
+) -> TLSMaterial:
+    """Write a fresh PKI into ``directory`` (created if missing).
+
+    Args:
+        directory: Where the PEM files go.
+        client_name: The client certificate's common name.
+        key_identifiers: False makes the CA and the certificates it issues
+            without Subject and Authority Key Identifiers (the untrusted CA keeps them).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    ca = authority("kafka-retry test CA")
+    ca = authority("kafka-retry test CA", key_identifiers=key_identifiers)
     wrong = authority("kafka-retry untrusted CA")
-    server_cert, server_key = issue(ca, "localhost", server=True, hosts=("localhost", "127.0.0.1"))
-    client_cert, client_key = issue(ca, client_name, server=False)
+    server_cert, server_key = issue(
+        ca,
+        "localhost",
+        server=True,
+        hosts=("localhost", "127.0.0.1"),
+        key_identifiers=key_identifiers,
+    )
+    client_cert, client_key = issue(ca, client_name, server=False, key_identifiers=key_identifiers)
     return TLSMaterial(
         ca=_write(directory / "ca.pem", _cert_pem(ca.cert)),
         wrong_ca=_write(directory / "wrong-ca.pem", _cert_pem(wrong.cert)),
@@ -168,3 +208,30 @@ def generate(directory: Path, *, client_name: str = "kafka-retry-client") -> TLS
         ),
         client_name=client_name,
     )
+
+
+def handshake(material: TLSMaterial, client: ssl.SSLContext, host: str = "localhost") -> None:
+    """A TLS handshake in memory between ``client`` and a server with ``material``'s certificate.
+
+    OpenSSL verifies the chain exactly as over a socket, without one.
+
+    Raises:
+        ssl.SSLError: The client refused the server (``SSLCertVerificationError``).
+    """
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(material.server_cert, material.server_key)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_side = client.wrap_bio(to_client, to_server, server_hostname=host)
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    done: set[int] = set()
+    # TLS 1.3 needs at most three flights; each round moves one in each direction.
+    for _round in range(5):
+        for number, side in enumerate((client_side, server_side)):
+            try:
+                side.do_handshake()
+                done.add(number)
+            except ssl.SSLWantReadError:
+                pass
+        if done == {0, 1}:
+            return
+    raise ssl.SSLError("the in-memory handshake did not finish")

@@ -10,6 +10,8 @@ keys). Kafka gets one listener per security setup::
     MTLS            TLS, a client certificate signed by the CA is required
     SASL_SSL        TLS + SASL PLAIN / SCRAM-SHA-256 / SCRAM-SHA-512
     SASL_PLAINTEXT  SASL without TLS
+    LEGACY          TLS with a second server certificate, when one is given
+                    (say, from a CA without key identifiers)
 
 SCRAM users are created when the storage is formatted (``kafka-storage format
 --add-scram``); PLAIN users are listed in the listener's JAAS configuration.
@@ -44,7 +46,8 @@ __all__ = [
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 _LISTENERS = ("PLAINTEXT", "SSL", "MTLS", "SASL_SSL", "SASL_PLAINTEXT")
-_PROTOCOLS = {"MTLS": "SSL", "CONTROLLER": "PLAINTEXT"}
+_LEGACY = "LEGACY"
+_PROTOCOLS = {"MTLS": "SSL", "LEGACY": "SSL", "CONTROLLER": "PLAINTEXT"}
 _PLAIN = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
@@ -112,10 +115,16 @@ def kafka_properties(
     keystore: Path,
     truststore: Path,
     plain_users: Mapping[str, str],
+    *,
+    legacy: tuple[Path, Path] | None = None,
 ) -> str:
-    """``base`` server.properties with the secured listeners appended (later keys win)."""
-    listeners = ",".join(f"{name}://127.0.0.1:{ports[name]}" for name in _LISTENERS)
-    protocols = {name: _PROTOCOLS.get(name, name) for name in (*_LISTENERS, "CONTROLLER")}
+    """``base`` server.properties with the secured listeners appended (later keys win).
+
+    ``legacy`` (keystore, truststore) adds the LEGACY listener with those files.
+    """
+    names = (*_LISTENERS, _LEGACY) if legacy else _LISTENERS
+    listeners = ",".join(f"{name}://127.0.0.1:{ports[name]}" for name in names)
+    protocols = {name: _PROTOCOLS.get(name, name) for name in (*names, "CONTROLLER")}
     plain = " ".join(f'user_{name}="{secret}"' for name, secret in plain_users.items())
     settings = {
         "listeners": f"{listeners},CONTROLLER://127.0.0.1:{ports['CONTROLLER']}",
@@ -131,6 +140,10 @@ def kafka_properties(
         # A refused login answers at once; the default 100 ms would only slow the tests.
         "connection.failed.authentication.delay.ms": "0",
     }
+    if legacy:
+        for store, path in zip(("keystore", "truststore"), legacy, strict=True):
+            settings[f"listener.name.legacy.ssl.{store}.type"] = "PEM"
+            settings[f"listener.name.legacy.ssl.{store}.location"] = str(path)
     for listener in ("sasl_ssl", "sasl_plaintext"):
         prefix = f"listener.name.{listener}"
         settings[f"{prefix}.plain.sasl.jaas.config"] = (
@@ -143,9 +156,9 @@ def kafka_properties(
     return base + "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def _keystore(tls: ServerTLS, service_dir: Path) -> Path:
+def _keystore(tls: ServerTLS, service_dir: Path, name: str = "server") -> Path:
     # Kafka's PEM keystore is one file: the private key, then the certificate chain.
-    path = service_dir / "server-keystore.pem"
+    path = service_dir / f"{name}-keystore.pem"
     path.write_bytes(tls.key.read_bytes() + tls.cert.read_bytes())
     path.chmod(0o600)
     return path
@@ -165,12 +178,14 @@ def start_secure_kafka(
     users: Mapping[str, str],
     *,
     env: Mapping[str, str],
+    legacy_tls: ServerTLS | None = None,
     timeout: float = 120.0,
 ) -> SecureKafka:
     """Format fresh storage with SCRAM ``users`` and start a broker with secured listeners.
 
     Every user of ``users`` (name -> password) may log in with PLAIN and both
     SCRAM mechanisms. Names and passwords must be plain letters and digits.
+    ``legacy_tls`` adds the LEGACY listener, which presents that certificate.
 
     Raises:
         StartupError: The jars, the storage format or the broker failed; names the log.
@@ -179,13 +194,16 @@ def start_secure_kafka(
     log = service_dir / "kafka.log"
     version = env.get("KAFKA_RETRY_KAFKA_VERSION", kafka.DEFAULT_VERSION)
     libs = kafka.ensure_libs(version, kafka.cache_root(env), service_dir / "maven.log")
-    ports = {name: proc.pick_port() for name in (*_LISTENERS, "CONTROLLER")}
+    names = (*_LISTENERS, _LEGACY) if legacy_tls else _LISTENERS
+    ports = {name: proc.pick_port() for name in (*names, "CONTROLLER")}
     properties = kafka.write_config(
         service_dir, port=ports["PLAINTEXT"], controller_port=ports["CONTROLLER"]
     )
     keystore = _keystore(tls, service_dir)
+    legacy = (_keystore(legacy_tls, service_dir, "legacy"), legacy_tls.ca) if legacy_tls else None
     base = properties.read_text()
-    properties.write_text(kafka_properties(base, ports, keystore, tls.ca, users))
+    text = kafka_properties(base, ports, keystore, tls.ca, users, legacy=legacy)
+    properties.write_text(text)
     properties.chmod(0o600)
     shutil.rmtree(service_dir / "data", ignore_errors=True)
     format_command = kafka.java_command(
@@ -203,7 +221,7 @@ def start_secure_kafka(
     command = kafka.java_command(service_dir, libs, "kafka.Kafka", str(properties))
     process = proc.spawn(command, log_path=log, cwd=service_dir)
     _wait(process, lambda: _answers(ports["PLAINTEXT"]), "secure Kafka", timeout, log)
-    listeners = {name: f"127.0.0.1:{ports[name]}" for name in _LISTENERS}
+    listeners = {name: f"127.0.0.1:{ports[name]}" for name in names}
     return SecureKafka(listeners, process.pid, str(properties), log)
 
 

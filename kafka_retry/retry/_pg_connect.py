@@ -13,6 +13,7 @@ import asyncpg
 import attrs
 
 from kafka_retry._clock import Clock
+from kafka_retry._strict_tls import strict_hint, strict_only
 from kafka_retry.config import DatabaseConfig
 from kafka_retry.errors import (
     AuthenticationError,
@@ -71,10 +72,13 @@ def ssl_option(database: DatabaseConfig) -> ssl.SSLContext | str | bool:
     ``verify-ca`` as in libpq. ``verify-ca`` checks the chain against
     ``sslrootcert`` (or the system's CAs); ``verify-full`` checks the host name
     too. ``sslcert`` / ``sslkey`` present a client certificate from ``require`` up.
+    The user's own ``tls_context`` is passed as it is, whatever ``sslmode`` says.
 
     Raises:
         ConfigError: A certificate or key file cannot be loaded; names the field.
     """
+    if database.tls_context is not None:
+        return database.tls_context
     mode = database.sslmode
     if mode is None or mode == "disable":
         return False
@@ -197,8 +201,12 @@ def security_error(error: BaseException, database: DatabaseConfig) -> SecurityEr
     where = address(database)
     if isinstance(error, ssl.SSLCertVerificationError):
         reason = error.verify_message or error.reason or str(error)
-        if "mismatch" in reason.lower():
+        if strict_only(error):
+            hint = strict_hint("database.tls_context")
+        elif "mismatch" in reason.lower():
             hint = f"the certificate does not name {database.host}; connect by a name it lists"
+        elif database.tls_context is not None:
+            hint = "check the CAs loaded into database.tls_context"
         else:
             hint = f"check sslrootcert ({database.sslrootcert or 'unset: the system CAs'})"
         return TLSError(

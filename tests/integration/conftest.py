@@ -5,6 +5,11 @@ The TLS fixtures start their own servers; see :mod:`tests.integration.secure_ser
 
 from __future__ import annotations
 
-from tests.integration.secure_services import secure_kafka, secure_postgres, tls_material
+from tests.integration.secure_services import (
+    legacy_tls_material,
+    secure_kafka,
+    secure_postgres,
+    tls_material,
+)
 
-__all__ = ["secure_kafka", "secure_postgres", "tls_material"]
+__all__ = ["legacy_tls_material", "secure_kafka", "secure_postgres", "tls_material"]

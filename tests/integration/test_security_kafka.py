@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,10 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from kafka_retry import (
     AuthenticationError,
-    Config,
     Consumer,
     Message,
-    SecurityError,
     ServiceUnavailableError,
     TLSError,
     _kafka,
@@ -23,8 +20,8 @@ from kafka_retry import (
 from kafka_retry._devstack.secure import SecureKafka
 from tests import certs
 
-from .secure_services import SASL_USERS
-from .support import create_topics, eventually, fresh, produce
+from .secure_services import SASL_USERS, secure_config, secure_topic, start_fails
+from .support import eventually, fresh, produce
 
 pytestmark = pytest.mark.integration
 
@@ -79,32 +76,6 @@ SETUPS: dict[str, tuple[str, Settings]] = {
 }
 
 
-def _config(broker: SecureKafka, listener: str, topic: str, **fields: Any) -> Config:
-    fields.setdefault("group", fresh("g"))
-    fields.setdefault("commit_interval", 0.2)
-    fields.setdefault("session_timeout_ms", 6000)
-    fields.setdefault("rebalance_timeout_ms", 4000)
-    fields.setdefault("drain_timeout", 2.0)
-    return Config(bootstrap_servers=broker.listeners[listener], topics=[topic], **fields)
-
-
-async def _topic(broker: SecureKafka) -> str:
-    topic = fresh("sec")
-    await create_topics(broker.listeners["PLAINTEXT"], topic)
-    return topic
-
-
-async def _start_fails(config: Config) -> tuple[BaseException, float]:
-    async def handler(message: Message) -> None:
-        pass
-
-    consumer = Consumer(config, {topic: handler for topic in config.topics})
-    started = time.monotonic()
-    with pytest.raises(SecurityError) as caught:
-        await consumer.run()
-    return caught.value, time.monotonic() - started
-
-
 def _chain_text(error: BaseException) -> str:
     parts = []
     current: BaseException | None = error
@@ -120,8 +91,8 @@ async def test_every_client_connects_with_the_right_settings(
 ) -> None:
     """Admin, producer and consumer connect, write and read over each secured listener."""
     listener, settings = SETUPS[setup]
-    topic = await _topic(secure_kafka)
-    config = _config(secure_kafka, listener, topic, **settings(tls_material))
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(secure_kafka, listener, topic, **settings(tls_material))
     transport = _kafka.AIOKafkaTransport()
     admin = await _kafka.start_admin(config, transport)
     try:
@@ -152,9 +123,11 @@ async def test_consumer_retries_over_a_secured_listener_and_logs_no_secret(
 ) -> None:
     """A failure goes through the retry topic and back; no secret in logs, metrics or reprs."""
     listener, settings = SETUPS[setup]
-    topic = await _topic(secure_kafka)
+    topic = await secure_topic(secure_kafka)
     await produce(secure_kafka.listeners["PLAINTEXT"], topic, [(b"k", b"v", [])])
-    config = _config(secure_kafka, listener, topic, retry_intervals=[0.5], **settings(tls_material))
+    config = secure_config(
+        secure_kafka, listener, topic, retry_intervals=[0.5], **settings(tls_material)
+    )
     calls: list[int] = []
 
     async def handler(message: Message) -> None:
@@ -180,11 +153,11 @@ async def test_wrong_ca_fails_fast_with_a_tls_error(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial
 ) -> None:
     """A broker certificate from an untrusted CA is a TLSError at once, naming the CA setting."""
-    topic = await _topic(secure_kafka)
-    config = _config(
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(
         secure_kafka, "SSL", topic, tls_enabled=True, tls_ca_file=str(tls_material.wrong_ca)
     )
-    error, elapsed = await _start_fails(config)
+    error, elapsed = await start_fails(config)
     assert isinstance(error, TLSError)
     assert elapsed < FAST
     assert secure_kafka.listeners["SSL"] in str(error)
@@ -196,9 +169,9 @@ async def test_system_cas_do_not_trust_a_private_ca(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial
 ) -> None:
     """TLS on without a CA file verifies against the system CAs, which refuse the test CA."""
-    topic = await _topic(secure_kafka)
-    config = _config(secure_kafka, "SSL", topic, tls_enabled=True)
-    error, elapsed = await _start_fails(config)
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(secure_kafka, "SSL", topic, tls_enabled=True)
+    error, elapsed = await start_fails(config)
     assert isinstance(error, TLSError)
     assert "system" in str(error)
     assert elapsed < FAST
@@ -208,8 +181,8 @@ async def test_skip_verify_peer_accepts_an_untrusted_certificate(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial
 ) -> None:
     """tls_skip_verify_peer (self-signed test setups) connects despite the wrong CA."""
-    topic = await _topic(secure_kafka)
-    config = _config(
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(
         secure_kafka,
         "SSL",
         topic,
@@ -237,12 +210,12 @@ async def test_wrong_password_fails_fast_without_revealing_it(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial, listener: str, mechanism: str
 ) -> None:
     """A refused SASL login is an AuthenticationError at once; the password appears nowhere."""
-    topic = await _topic(secure_kafka)
+    topic = await secure_topic(secure_kafka)
     settings = _sasl(mechanism, password=WRONG_PASSWORD)(tls_material)
     if listener == "SASL_PLAINTEXT":
         settings.pop("tls_ca_file")
-    config = _config(secure_kafka, listener, topic, **settings)
-    error, elapsed = await _start_fails(config)
+    config = secure_config(secure_kafka, listener, topic, **settings)
+    error, elapsed = await start_fails(config)
     assert isinstance(error, AuthenticationError)
     assert elapsed < FAST
     assert mechanism in str(error)
@@ -254,10 +227,12 @@ async def test_unknown_user_fails_fast(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial
 ) -> None:
     """A user the broker does not know is refused like a wrong password."""
-    topic = await _topic(secure_kafka)
+    topic = await secure_topic(secure_kafka)
     settings = _sasl("SCRAM-SHA-256", user="alice", password="x")(tls_material)
-    config = _config(secure_kafka, "SASL_SSL", topic, **{**settings, "sasl_username": "mallory"})
-    error, elapsed = await _start_fails(config)
+    config = secure_config(
+        secure_kafka, "SASL_SSL", topic, **{**settings, "sasl_username": "mallory"}
+    )
+    error, elapsed = await start_fails(config)
     assert isinstance(error, AuthenticationError)
     assert "'mallory'" in str(error)
     assert elapsed < FAST
@@ -267,9 +242,9 @@ async def test_missing_client_certificate_is_a_tls_error(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial
 ) -> None:
     """A listener that requires a client certificate refuses a client without one, clearly."""
-    topic = await _topic(secure_kafka)
-    config = _config(secure_kafka, "MTLS", topic, tls_ca_file=str(tls_material.ca))
-    error, elapsed = await _start_fails(config)
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(secure_kafka, "MTLS", topic, tls_ca_file=str(tls_material.ca))
+    error, elapsed = await start_fails(config)
     assert isinstance(error, TLSError)
     assert "tls_cert_file" in str(error)
     assert elapsed < FAST
@@ -279,9 +254,9 @@ async def test_plaintext_client_on_a_tls_listener_is_told_to_enable_tls(
     secure_kafka: SecureKafka,
 ) -> None:
     """TLS off against a TLS listener says so instead of timing out."""
-    topic = await _topic(secure_kafka)
-    config = _config(secure_kafka, "SSL", topic)
-    error, elapsed = await _start_fails(config)
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(secure_kafka, "SSL", topic)
+    error, elapsed = await start_fails(config)
     assert isinstance(error, TLSError)
     assert "tls_enabled" in str(error)
     assert elapsed < FAST
@@ -291,8 +266,8 @@ async def test_sasl_client_on_a_plain_listener_is_an_authentication_error(
     secure_kafka: SecureKafka,
 ) -> None:
     """SASL against a listener without SASL is refused at once and says why."""
-    topic = await _topic(secure_kafka)
-    config = _config(
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(
         secure_kafka,
         "PLAINTEXT",
         topic,
@@ -300,7 +275,7 @@ async def test_sasl_client_on_a_plain_listener_is_an_authentication_error(
         sasl_username="bob",
         sasl_password=SASL_USERS["bob"],
     )
-    error, elapsed = await _start_fails(config)
+    error, elapsed = await start_fails(config)
     assert isinstance(error, AuthenticationError)
     assert "SASL listener" in str(error)
     assert elapsed < FAST
@@ -310,8 +285,8 @@ async def test_tls_client_on_a_plaintext_listener_stays_bounded(
     secure_kafka: SecureKafka, tls_material: certs.TLSMaterial
 ) -> None:
     """A broker that resets the TLS handshake looks like an outage: retried within the bound."""
-    topic = await _topic(secure_kafka)
-    config = _config(
+    topic = await secure_topic(secure_kafka)
+    config = secure_config(
         secure_kafka,
         "PLAINTEXT",
         topic,

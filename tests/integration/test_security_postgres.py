@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -166,6 +167,29 @@ async def test_client_certificate_logs_in_without_a_password(
         sslpassword=certs.CLIENT_KEY_PASSWORD,
     )
     assert await _session(database) == (True, tls_material.client_name)
+
+
+async def test_own_context_is_what_asyncpg_connects_with(
+    secure_postgres: SecurePostgres, tls_material: certs.TLSMaterial
+) -> None:
+    """database.tls_context with the CA and a client certificate: the certificate logs in."""
+    context = ssl.create_default_context(cafile=tls_material.ca)
+    context.load_cert_chain(tls_material.client_cert, tls_material.client_key)
+    database = _database(
+        secure_postgres, user=tls_material.client_name, password=None, tls_context=context
+    )
+    assert await _session(database) == (True, tls_material.client_name)
+
+
+async def test_own_context_with_the_wrong_ca_is_a_tls_error(
+    secure_postgres: SecurePostgres, tls_material: certs.TLSMaterial
+) -> None:
+    """A context that does not trust the server's CA is refused, and the hint names it."""
+    context = ssl.create_default_context(cafile=tls_material.wrong_ca)
+    error, _elapsed = await _refused(_database(secure_postgres, tls_context=context))
+    assert isinstance(error, TLSError)
+    assert "not trusted" in str(error)
+    assert "database.tls_context" in str(error)
 
 
 async def test_missing_client_certificate_is_refused_clearly(

@@ -35,3 +35,25 @@ def test_each_listener_has_its_security_protocol() -> None:
     for mechanism in SCRAM_MECHANISMS:
         key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
         assert "ScramLoginModule" in props[key]
+
+
+def test_legacy_listener_presents_its_own_certificate() -> None:
+    """LEGACY, when asked for, is a TLS listener with its own keystore and truststore."""
+    ports = {"PLAINTEXT": 1, "SSL": 2, "MTLS": 3, "SASL_SSL": 4, "SASL_PLAINTEXT": 5}
+    ports |= {"LEGACY": 7, "CONTROLLER": 6}
+    text = kafka_properties(
+        "",
+        ports,
+        Path("/k.pem"),
+        Path("/ca.pem"),
+        {},
+        legacy=(Path("/legacy-k.pem"), Path("/legacy-ca.pem")),
+    )
+    props = _properties(text)
+    assert "LEGACY://127.0.0.1:7" in props["advertised.listeners"]
+    assert "LEGACY:SSL" in props["listener.security.protocol.map"].split(",")
+    assert props["listener.name.legacy.ssl.keystore.location"] == "/legacy-k.pem"
+    assert props["listener.name.legacy.ssl.truststore.location"] == "/legacy-ca.pem"
+    assert props["ssl.keystore.location"] == "/k.pem"
+    without = kafka_properties("", ports, Path("/k.pem"), Path("/ca.pem"), {})
+    assert "LEGACY" not in without

@@ -15,6 +15,7 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
+from cryptography import x509
 
 from kafka_retry import AuthenticationError, Config, ConfigError, DatabaseConfig, TLSError
 from kafka_retry._handshake import classify
@@ -27,6 +28,12 @@ from tests import certs
 def material(tmp_path_factory: pytest.TempPathFactory) -> certs.TLSMaterial:
     """A throwaway PKI."""
     return certs.generate(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> certs.TLSMaterial:
+    """A PKI whose CA and certificates have no key identifiers, like a hand-made CA."""
+    return certs.generate(tmp_path_factory.mktemp("legacy-pki"), key_identifiers=False)
 
 
 def kafka_config(**fields: Any) -> Config:
@@ -224,3 +231,100 @@ def test_tls_connections_cut_short_are_retried(error: ssl.SSLError) -> None:
     closed.__cause__ = error
     assert classify(closed, "k:9093", kafka_config()) is None
     assert security_error(error, DatabaseConfig(sslmode="require")) is None
+
+
+def _strict(ca: Path) -> ssl.SSLContext:
+    # What Python 3.13's create_default_context() sets, on any Python.
+    context = ssl.create_default_context(cafile=ca)
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    return context
+
+
+def _certificates(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def test_test_pki_is_issued_like_a_real_ca(material: certs.TLSMaterial) -> None:
+    """Every certificate has a Subject Key Identifier; each issued one its CA's as Authority's."""
+    (ca,) = _certificates(material.ca)
+    ca_id = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).critical
+    for path in (material.server_cert, material.client_cert):
+        leaf = _certificates(path)[0]
+        leaf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        authority = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        assert authority.value.key_identifier == ca_id
+        assert leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+
+
+def test_test_pki_passes_strict_verification(material: certs.TLSMaterial) -> None:
+    """A client with VERIFY_X509_STRICT (Python 3.13's default) accepts the test server."""
+    certs.handshake(material, _strict(material.ca))
+
+
+def test_strict_refusal_of_a_legacy_ca_says_how_to_keep_verifying(
+    legacy: certs.TLSMaterial,
+) -> None:
+    """OpenSSL's refusal of a CA without key identifiers gets the hint, for Kafka and PostgreSQL."""
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        certs.handshake(legacy, _strict(legacy.ca))
+    kafka = classify(caught.value, "k:9093", kafka_config(tls_ca_file=str(legacy.ca)))
+    assert isinstance(kafka, TLSError)
+    assert "Key Identifier" in str(kafka)
+    assert "Python 3.13+" in str(kafka)
+    assert "ssl.VERIFY_X509_STRICT" in str(kafka)
+    assert "pass tls_context" in str(kafka)
+    database = DatabaseConfig(sslmode="verify-full", sslrootcert=str(legacy.ca))
+    postgres = security_error(caught.value, database)
+    assert isinstance(postgres, TLSError)
+    assert "pass database.tls_context" in str(postgres)
+
+
+def test_legacy_ca_is_trusted_without_the_strict_flag(legacy: certs.TLSMaterial) -> None:
+    """The recipe: the same CA, VERIFY_X509_STRICT cleared, chain and host still checked."""
+    context = ssl.create_default_context(cafile=legacy.ca)
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    certs.handshake(legacy, context)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        certs.handshake(legacy, context, host="not-localhost")
+    wrong = ssl.create_default_context(cafile=legacy.wrong_ca)
+    wrong.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    with pytest.raises(ssl.SSLCertVerificationError):
+        certs.handshake(legacy, wrong)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Missing Authority Key Identifier",
+        "Missing Subject Key Identifier",
+        "Basic Constraints of CA cert not marked critical",
+        "CA cert does not include key usage extension",
+        "Subject empty and Subject Alt Name extension not critical",
+    ],
+)
+def test_refusals_only_strict_verification_makes_get_the_hint(message: str) -> None:
+    """Each OpenSSL verify message of a strict-only check names the flag and tls_context."""
+    kafka = classify(_verify_error(message), "k:9093", kafka_config())
+    postgres = security_error(_verify_error(message), DatabaseConfig(sslmode="verify-full"))
+    for error in (kafka, postgres):
+        assert isinstance(error, TLSError)
+        assert "VERIFY_X509_STRICT" in str(error)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "unable to get local issuer certificate",
+        "self-signed certificate in certificate chain",
+        "certificate has expired",
+        "Hostname mismatch, certificate is not valid for 'k'.",
+    ],
+)
+def test_refusals_of_any_verification_get_no_strict_hint(message: str) -> None:
+    """An untrusted, expired or misnamed certificate is not blamed on strictness."""
+    kafka = classify(_verify_error(message), "k:9093", kafka_config())
+    postgres = security_error(_verify_error(message), DatabaseConfig(sslmode="verify-full"))
+    for error in (kafka, postgres):
+        assert isinstance(error, TLSError)
+        assert "VERIFY_X509_STRICT" not in str(error)
