@@ -61,12 +61,17 @@ def _button(label: str, action: str, topic: str, scope: str, **data: str) -> str
     )
 
 
-def _actions(topic: str, scope: str, *, read_only: bool, **data: str) -> str:
+def _actions(
+    config: Config, topic: str, scope: str, *, read_only: bool, what: str = "", **data: str
+) -> str:
+    """Replay and purge buttons for a selection (``scope``: all, group, selected, ids)."""
     if read_only:
         return '<span class="muted">read-only</span>'
-    return _button("Replay…", "replay", topic, scope, **data) + _button(
-        "Purge…", "purge", topic, scope, **data
-    )
+    buttons = _button(f"Replay{what}…", "replay", topic, scope, **data)
+    # A Kafka dead-letter topic can only be cut from its start: purge it whole.
+    if config.retry_backend == "postgres" or scope == "all":
+        buttons += _button(f"Purge{what}…", "purge", topic, scope, **data)
+    return buttons
 
 
 def _topics_nav(base: str, counts: dict[str, tuple[int, int]], current: str) -> str:
@@ -82,12 +87,15 @@ def _topics_nav(base: str, counts: dict[str, tuple[int, int]], current: str) -> 
     return '<nav class="topics" aria-label="topics">' + "".join(links) + "</nav>"
 
 
-def _groups_table(base: str, topic: str, groups: Sequence[FailureGroup], *, read_only: bool) -> str:
+def _groups_table(
+    base: str, config: Config, topic: str, groups: Sequence[FailureGroup], *, read_only: bool
+) -> str:
     if not groups:
         return '<p class="muted">No dead letters in this topic.</p>'
     rows = []
     for group in groups:
         href = f"{base}/?{urlencode({'topic': topic, 'group': group.fingerprint})}"
+        buttons = _actions(config, topic, "group", read_only=read_only, group=group.fingerprint)
         rows.append(
             "<tr>"
             f'<td><a class="mono" href="{_e(href)}">{_e(group.fingerprint)}</a>'
@@ -95,7 +103,7 @@ def _groups_table(base: str, topic: str, groups: Sequence[FailureGroup], *, read
             f'<td class="num count">{group.count - group.replayed}</td>'
             f'<td class="num">{group.replayed}</td>'
             f"<td>{_e(format_time(group.first))}</td><td>{_e(format_time(group.last))}</td>"
-            f"<td>{_actions(topic, 'group', read_only=read_only, group=group.fingerprint)}</td>"
+            f"<td>{buttons}</td>"
             "</tr>"
         )
     head = (
@@ -152,8 +160,7 @@ def _entries_table(base: str, config: Config, topic: str, page: Page, *, read_on
     if not read_only:
         bar = (
             '<div class="actions">'
-            + _button("Replay selected…", "replay", topic, "selected")
-            + _button("Purge selected…", "purge", topic, "selected")
+            + _actions(config, topic, "selected", read_only=read_only, what=" selected")
             + _target_select(config)
             + "</div>"
         )
@@ -184,11 +191,11 @@ def overview_page(
     parts = [
         _topics_nav(base, counts, topic),
         f"<h2>Failure groups of {_e(topic)}</h2>",
-        _groups_table(base, topic, groups, read_only=read_only),
+        _groups_table(base, config, topic, groups, read_only=read_only),
         f"<h2>Dead letters{shown}</h2>",
         '<div class="actions">'
-        + _actions(topic, "all", read_only=read_only)
-        + '<span class="muted">every dead letter of the topic</span></div>',
+        + _actions(config, topic, "all", read_only=read_only, what=f" all of {topic}")
+        + "</div>",
         _entries_table(base, config, topic, page, read_only=read_only),
     ]
     if next_href is not None:
@@ -274,10 +281,12 @@ def detail_page(config: Config, entry: DeadLetterEntry, *, base: str, read_only:
         ]
     )
     ids = json.dumps([ident])
+    back = f"{base}/?{urlencode({'topic': entry.main_topic})}"
     parts = [
+        f'<p><a href="{_e(back)}">← dead letters of {_e(entry.main_topic)}</a></p>',
         f'<h2>Dead letter <code id="entry-id">{_e(ident)}</code> {_state(entry)}</h2>',
         '<div class="actions">'
-        + _actions(entry.main_topic, "ids", read_only=read_only, ids=ids)
+        + _actions(config, entry.main_topic, "ids", read_only=read_only, ids=ids)
         + (_target_select(config) if not read_only else "")
         + "</div>",
         state,

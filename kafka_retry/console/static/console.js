@@ -77,6 +77,7 @@
       confirmButton.className = action === "purge" ? "danger" : "primary";
       pending = count === 0 ? null : { action: action, body: body };
       panel.hidden = false;
+      panel.scrollIntoView({ block: "nearest" });
       confirmButton.focus();
     } catch (error) {
       show(error.message, "error");
