@@ -120,6 +120,7 @@ def _register_replay(actions: Commands) -> None:
     _filters(replay, replayed=False)
     replay.add_argument(
         "--group",
+        dest="fingerprint",
         metavar="FINGERPRINT",
         help="only the failure group FINGERPRINT (see dlq groups)",
     )
@@ -244,8 +245,8 @@ async def _replay(args: argparse.Namespace, progress: Progress) -> ReplayResult:
     query = build_query(args, replayed=False)
     target = ReplayTarget(args.to_tier)
     async with open_dead_letters(load_config(args)) as store:
-        if args.group is not None:
-            ids = await group_members(store, query, args.group)
+        if args.fingerprint is not None:
+            ids = await group_members(store, query, args.fingerprint)
             if not ids:  # an empty id filter would select every dead letter
                 return ReplayResult(target, 0, 0, 0, args.dry_run)
             query = attrs.evolve(query, ids=ids)
@@ -267,7 +268,7 @@ def replay_command(args: argparse.Namespace) -> int:
     """Replay, with a progress bar on a terminal."""
     if args.to_tier is not None and args.to_tier < 1:
         raise ConfigError("--to-tier", f"must be 1 or more, got {args.to_tier}")
-    if args.group is not None and args.ids:
+    if args.fingerprint is not None and args.ids:
         raise ConfigError("--group", "select by ids or by --group, not both")
     progress = Progress("replaying")
     try:

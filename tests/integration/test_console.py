@@ -6,9 +6,12 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Header, HTTPException
 
 from kafka_retry import Config
+from kafka_retry.console import console_app
 
 from .console_support import (
     TIMEOUT_GROUP,
@@ -216,3 +219,52 @@ async def test_purge_a_selection(dead_letters: Config) -> None:
             pytest.skip("this broker cannot delete records (Tansu)")
         assert done.json()["purged"] == 5 - left
         assert len((await http.get("/api/dead-letters")).json()["items"]) == left
+
+
+async def test_mounted_pages_behind_the_host_apps_auth(dead_letters: Config) -> None:
+    """Mounted at /dlq behind a dependency: refused without it; pages, links and assets work."""
+    topic = dead_letters.topics[0]
+
+    def operator(x_operator: str | None = Header(default=None)) -> None:
+        if x_operator != "alice":
+            raise HTTPException(status_code=401, detail="who are you?")
+
+    host = FastAPI()
+    host.mount("/dlq", console_app(dead_letters, dependencies=[operator]))
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://host") as http:
+        for path in ["/dlq/", "/dlq/api/dead-letters", "/dlq/static/console.js"]:
+            assert (await http.get(path)).status_code == 401, path
+        http.headers["x-operator"] = "alice"
+        page = await http.get("/dlq/", params={"topic": topic})
+        assert page.status_code == 200
+        html = page.text
+        assert html.count('class="pick"') == 5
+        assert "TimeoutError: order &lt;n&gt; timed out after &lt;n&gt; ms" in html
+        assert 'href="/dlq/static/console.css"' in html and 'src="/dlq/static/console.js"' in html
+        assert "https://" not in html and "http://" not in html  # every asset is ours
+        items = (await http.get("/dlq/api/dead-letters")).json()["items"]
+        binary = next(item for item in items if item["key"] == "order-5")
+        assert f'href="/dlq/dead-letters/{binary["id"]}"' in html
+        detail = await http.get(f"/dlq/dead-letters/{binary['id']}")
+        assert "ff fe 00 20 6e 6f 74" in detail.text  # the value, as hex
+        assert "Replay…" in detail.text
+        for name, kind in [("console.css", "text/css"), ("console.js", "text/javascript")]:
+            asset = await http.get(f"/dlq/static/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert (await http.get("/dlq/static/../../etc/passwd")).status_code == 404
+        postgres = dead_letters.retry_backend == "postgres"
+        missing = await http.get(f"/dlq/dead-letters/{'999999' if postgres else topic + ':0:999'}")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("text/html")
+
+
+async def test_read_only_page_offers_no_changes(dead_letters: Config) -> None:
+    """The read-only page shows the dead letters without replay or purge buttons."""
+    async with client(dead_letters, read_only=True) as http:
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert page.text.count('class="pick"') == 5
+        assert "data-action" not in page.text and "read-only" in page.text
+        unknown = await http.get("/", params={"topic": "nope"})
+        assert unknown.status_code == 400 and "topic" in unknown.text

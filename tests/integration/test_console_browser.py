@@ -34,11 +34,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 try:
     from playwright.async_api import async_playwright
+
+    PLAYWRIGHT = True
 except ImportError:  # pragma: no cover - the dev extra installs it
-    async_playwright = None
+    PLAYWRIGHT = False
 
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None or async_playwright is None,
+    CHROMIUM is None or not PLAYWRIGHT,
     reason="no Chromium installed (apt-get install chromium) or no playwright package",
 )
 
@@ -51,6 +53,7 @@ def _environment(config: Config, kafka: Any) -> dict[str, str]:
         KAFKA_TOPICS=",".join(config.topics),
         KAFKA_RETRY_INTERVALS=",".join(str(s) for s in config.retry_intervals),
         KAFKA_RETRY_BACKEND=config.retry_backend,
+        KAFKA_IDEMPOTENCE="true" if kafka.supports_idempotence else "false",
     )
     return env
 
@@ -90,7 +93,7 @@ def _shots(tmp_path: Path) -> Path:
 @needs_chromium
 async def test_open_a_dead_letter_and_replay_it(kafka_service: Any, tmp_path: Path) -> None:
     """The page lists the groups, shows a dead letter in full, and replays it after confirming."""
-    assert async_playwright is not None and CHROMIUM is not None
+    assert CHROMIUM is not None
     config = await dead_letter_orders(kafka_service, "kafka", None, None)
     topic = config.topics[0]
     shots = _shots(tmp_path)
