@@ -92,7 +92,7 @@ def _shots(tmp_path: Path) -> Path:
 
 @needs_chromium
 async def test_open_a_dead_letter_and_replay_it(kafka_service: Any, tmp_path: Path) -> None:
-    """The page lists the groups, shows a dead letter in full, and replays it after confirming."""
+    """The page shows the groups and a dead letter in full; replays one, then ticked rows."""
     assert CHROMIUM is not None
     config = await dead_letter_orders(kafka_service, "kafka", None, None)
     topic = config.topics[0]
@@ -124,8 +124,21 @@ async def test_open_a_dead_letter_and_replay_it(kafka_service: Any, tmp_path: Pa
             await page.locator(".flash.ok").wait_for()
             assert "Replayed 1 dead letter(s)" in await page.locator(".flash.ok").inner_text()
             assert "replayed" in await page.locator("h2 .tag").inner_text()
+
+            await page.get_by_role("link", name=f"← dead letters of {topic}").click()
+            await page.get_by_label(f"select {topic}:0:1").check()
+            await page.get_by_label(f"select {topic}:0:3").check()
+            await page.get_by_role("button", name="Replay selected…").click()
+            await dialog.wait_for()
+            assert "Replay 2 dead letter(s)" in await dialog.inner_text()
+            await page.get_by_role("button", name="Replay 2").click()
+            await page.locator(".flash.ok").wait_for()
+            assert "Replayed 2 dead letter(s)" in await page.locator(".flash.ok").inner_text()
+            assert await page.locator("table.entries .tag.replayed").count() == 3
         finally:
             await browser.close()
         async with httpx.AsyncClient(base_url=url) as http:
-            item = (await http.get(f"api/dead-letters/{topic}:0:0")).json()
-    assert item["replayed"] is True and item["replayed_to"] == topic
+            items = (await http.get("api/dead-letters")).json()["items"]
+    replayed = {item["id"] for item in items if item["replayed"]}
+    assert replayed == {f"{topic}:0:0", f"{topic}:0:1", f"{topic}:0:3"}
+    assert {item["replayed_to"] for item in items if item["replayed"]} == {topic}
