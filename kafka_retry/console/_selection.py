@@ -298,7 +298,7 @@ def _ids(config: Config, topic: str, value: object) -> tuple[str, ...]:
         except BadRequest as exc:
             raise BadRequest("ids", exc.reason) from None
         if config.retry_backend == "kafka":
-            if found[0] not in ("", topic):
+            if item.strip().isdigit() or found[0] not in ("", topic):
                 raise BadRequest("ids", f"{item!r} is not a dead letter of topic {topic!r}")
             ids.append(f"{topic}:{found[1]}:{found[2]}")
         else:

@@ -96,6 +96,7 @@ def test_selection_qualifies_kafka_ids() -> None:
         ({"topic": "orders"}, "ids"),
         ({"topic": "orders", "ids": [], "all": True}, "ids"),
         ({"topic": "orders", "ids": ["prices:0:1"]}, "ids"),
+        ({"topic": "orders", "ids": ["12"]}, "ids"),
         ({"topic": "orders", "ids": [7]}, "ids"),
         ({"topic": "orders", "all": True, "to_tier": 3}, "to_tier"),
         ({"topic": "orders", "all": True, "to_tier": True}, "to_tier"),
