@@ -74,7 +74,7 @@ def register(commands: Commands) -> None:
     """Add ``dlq`` and its actions."""
     dlq = commands.add_parser(
         "dlq",
-        help="list, show, replay or purge dead letters",
+        help="list, show, group, replay or purge dead letters",
         description="Dead letters: the dead-letter topics, or dead-lettered rows (postgres).",
     )
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")

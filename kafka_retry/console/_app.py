@@ -80,6 +80,12 @@ def _depends(item: Any) -> Any:
 
 
 async def _json_body(request: Request) -> object:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        # A cross-site HTML form cannot send this type without the browser asking
+        # first (CORS), so a page elsewhere cannot replay or purge with the
+        # operator's cookies.
+        raise BadRequest("content-type", f"must be application/json, got {kind or 'none'!r}")
     raw = await request.body()
     if len(raw) > _MAX_BODY:
         raise BadRequest("body", f"larger than {_MAX_BODY} bytes")

@@ -130,7 +130,8 @@ async def test_hostile_input_is_refused_with_the_field_named(dead_letters: Confi
         ]:
             answer = await http.post("/api/replay", json=body)
             assert (answer.status_code, answer.json().get("field")) == (400, field), body
-        not_json = await http.post("/api/replay", content=b"{", headers={"content-type": "x"})
+        json_type = {"content-type": "application/json"}
+        not_json = await http.post("/api/replay", content=b"{", headers=json_type)
         assert (not_json.status_code, not_json.json()["field"]) == (400, "body")
 
 

@@ -59,8 +59,14 @@ async def test_bad_input_is_refused_before_connecting() -> None:
     async with client() as http:
         answer = await http.get("/api/dead-letters", params={"limit": "10" * 50})
         assert (answer.status_code, answer.json()["field"]) == (400, "limit")
-        answer = await http.post("/api/replay", content=b"\xff")
+        json_type = {"content-type": "application/json"}
+        answer = await http.post("/api/replay", content=b"\xff", headers=json_type)
         assert (answer.status_code, answer.json()["field"]) == (400, "body")
+        form = {"content-type": "text/plain"}  # what a cross-site form can send
+        answer = await http.post(
+            "/api/purge", content=b'{"topic": "orders", "all": true}', headers=form
+        )
+        assert (answer.status_code, answer.json()["field"]) == (400, "content-type")
         answer = await http.post("/api/purge", json={"topic": "orders", "ids": [], "all": True})
         assert (answer.status_code, answer.json()["field"]) == (400, "ids")
         assert (await http.get("/api/nothing-here")).status_code == 404
