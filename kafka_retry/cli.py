@@ -1,9 +1,10 @@
 """The ``kafka-retry`` command (also ``python -m kafka_retry``): operate the retry pipeline.
 
 Commands: ``topics plan|create``, ``db migrate|status``,
-``dlq list|show|replay|purge``, ``run MODULE:ATTRIBUTE``, ``dev up|down|status``
-and ``demo``; ``kafka-retry COMMAND --help`` describes each. Settings come
-from options or the environment variables of :meth:`kafka_retry.Config.from_env`.
+``dlq list|show|groups|replay|purge``, ``console``, ``run MODULE:ATTRIBUTE``,
+``dev up|down|status`` and ``demo``; ``kafka-retry COMMAND --help`` describes
+each. Settings come from options or the environment variables of
+:meth:`kafka_retry.Config.from_env`.
 
 Errors are one line on stderr and a non-zero exit: 1 when the operation failed,
 2 for a usage error, 130 when interrupted. ``-vv`` adds the traceback of an
@@ -22,7 +23,7 @@ from importlib import metadata
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from kafka_retry._cli import db, demo, dev, dlq, run, topics
+from kafka_retry._cli import console, db, demo, dev, dlq, run, topics
 from kafka_retry._cli._common import Parser, configure_logging
 from kafka_retry.errors import KafkaRetryError
 
@@ -39,13 +40,14 @@ def build_parser() -> Parser:
         prog=_PROG,
         description=(
             "Operate kafka-retry: inspect topic chains, migrate the retry table, list, "
-            "replay and purge dead letters, run a consumer, start local services, run a demo."
+            "group, replay and purge dead letters (or serve their web console), run a "
+            "consumer, start local services, run a demo."
         ),
         epilog="Settings: options, else KAFKA_* and DATABASE_* variables (Config.from_env()).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (topics, db, dlq, run, dev, demo):
+    for module in (topics, db, dlq, console, run, dev, demo):
         module.register(commands)
     return parser
 

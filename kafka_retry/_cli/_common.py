@@ -64,8 +64,14 @@ def verbosity() -> Parser:
     return parent
 
 
-def kafka_options(parser: argparse.ArgumentParser, *, topics: bool = True) -> None:
-    """Add the Kafka connection and chain options; each defaults to its variable."""
+def kafka_options(
+    parser: argparse.ArgumentParser, *, topics: bool = True, group_flag: str = "--group"
+) -> None:
+    """Add the Kafka connection and chain options; each defaults to its variable.
+
+    ``group_flag`` is the long option of the consumer group, for a command whose
+    ``--group`` means something else (``dlq replay --group FINGERPRINT``).
+    """
     options = parser.add_argument_group(
         "consumer settings", "Each option defaults to the variable named, as Config.from_env()."
     )
@@ -75,7 +81,7 @@ def kafka_options(parser: argparse.ArgumentParser, *, topics: bool = True) -> No
         metavar="HOST:PORT",
         help=f"Kafka brokers, comma-separated (KAFKA_BOOTSTRAP_SERVERS; else {DEFAULT_BOOTSTRAP})",
     )
-    options.add_argument("--group", "-g", help="the consumer group (KAFKA_GROUP)")
+    options.add_argument(group_flag, "-g", dest="group", help="the consumer group (KAFKA_GROUP)")
     if topics:
         options.add_argument(
             "--topic",

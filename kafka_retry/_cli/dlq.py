@@ -1,4 +1,4 @@
-"""``kafka-retry dlq list|show|replay|purge``: dead letters of either backend."""
+"""``kafka-retry dlq list|show|groups|replay|purge``: dead letters of either backend."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import shutil
 import sys
 import time
 from typing import Any
+
+import attrs
 
 from kafka_retry._cli._common import (
     Commands,
@@ -21,28 +23,34 @@ from kafka_retry._cli._common import (
     verbosity,
 )
 from kafka_retry._cli._entries import entry_json, list_lines, show_lines
-from kafka_retry._cli._output import Progress, parse_time
+from kafka_retry._cli._output import Progress, format_time, parse_time, table
+from kafka_retry.console._items import group_json
 from kafka_retry.deadletter import (
     DeadLetterEntry,
     DeadLetterQuery,
+    DeadLetterStore,
+    FailureGroup,
     PurgePlan,
     ReplayResult,
     ReplayTarget,
     open_dead_letters,
 )
+from kafka_retry.deadletter._groups import group_stream, ids_in_group
 from kafka_retry.errors import ConfigError, DeadLetterError
 
 _CONNECTION = "Kafka and database settings come from the options or the environment."
 
 
-def _leaf(actions: Commands, name: str, summary: str, description: str) -> Parser:
+def _leaf(
+    actions: Commands, name: str, summary: str, description: str, group_flag: str = "--group"
+) -> Parser:
     parser: Parser = actions.add_parser(
         name,
         parents=[verbosity()],
         help=summary,
         description=f"{description} {_CONNECTION}",
     )
-    kafka_options(parser)
+    kafka_options(parser, group_flag=group_flag)
     database_options(parser)
     return parser
 
@@ -66,7 +74,7 @@ def register(commands: Commands) -> None:
     """Add ``dlq`` and its actions."""
     dlq = commands.add_parser(
         "dlq",
-        help="list, show, replay or purge dead letters",
+        help="list, show, group, replay or purge dead letters",
         description="Dead letters: the dead-letter topics, or dead-lettered rows (postgres).",
     )
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -82,6 +90,17 @@ def register(commands: Commands) -> None:
     )
     json_option(show)
     show.set_defaults(handler=show_command)
+    groups = _leaf(
+        actions,
+        "groups",
+        "dead letters by failure fingerprint",
+        "Group the dead letters by failure fingerprint: the error type and message with "
+        "numbers, ids and quoted values masked. Largest group first.",
+    )
+    _filters(groups)
+    groups.add_argument("--all", action="store_true", help="count replayed dead letters too")
+    json_option(groups)
+    groups.set_defaults(handler=groups_command)
     _register_replay(actions)
     _register_purge(actions)
 
@@ -93,10 +112,18 @@ def _register_replay(actions: Commands) -> None:
         "send dead letters back to their main topic or a retry tier",
         "Send the selected dead letters back to their main topic (or a retry tier) with "
         "their key, value and original headers. Each replay is recorded, so running the "
-        "same replay again sends nothing twice.",
+        "same replay again sends nothing twice. Here --group selects a failure group; "
+        "the consumer group is -g/--consumer-group.",
+        group_flag="--consumer-group",
     )
     replay.add_argument("ids", nargs="*", metavar="ID", help="only these dead letters")
     _filters(replay, replayed=False)
+    replay.add_argument(
+        "--group",
+        dest="fingerprint",
+        metavar="FINGERPRINT",
+        help="only the failure group FINGERPRINT (see dlq groups)",
+    )
     replay.add_argument(
         "--to-tier", type=int, metavar="K", help="send to retry tier K instead, retried at once"
     )
@@ -183,12 +210,47 @@ def show_command(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _groups(args: argparse.Namespace, query: DeadLetterQuery) -> list[FailureGroup]:
+    store = open_dead_letters(load_config(args))
+    async with store, contextlib.aclosing(store.entries(query)) as entries:
+        return await group_stream(entries)
+
+
+def groups_command(args: argparse.Namespace) -> int:
+    """Print the failure groups of the selected dead letters."""
+    replayed: bool | None = True if args.replayed else (None if args.all else False)
+    found = run_async(_groups(args, build_query(args, replayed=replayed)))
+    if args.json:
+        print_json([group_json(group) for group in found])
+        return 0
+    if not found:
+        print("no dead letters", file=sys.stderr)
+        return 0
+    rows = [[str(g.count), format_time(g.first), format_time(g.last), g.fingerprint] for g in found]
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    headers = ["COUNT", "FIRST", "LAST", "FINGERPRINT"]
+    print("\n".join(table(headers, rows, right=[0], flexible=3, width=width)))
+    return 0
+
+
+async def group_members(
+    store: DeadLetterStore, query: DeadLetterQuery, fingerprint: str
+) -> list[str]:
+    """The ids of the dead letters ``query`` selects that are in the group ``fingerprint``."""
+    async with contextlib.aclosing(store.entries(query)) as entries:
+        return await ids_in_group(entries, fingerprint)
+
+
 async def _replay(args: argparse.Namespace, progress: Progress) -> ReplayResult:
     query = build_query(args, replayed=False)
+    target = ReplayTarget(args.to_tier)
     async with open_dead_letters(load_config(args)) as store:
-        return await store.replay(
-            query, ReplayTarget(args.to_tier), dry_run=args.dry_run, progress=progress
-        )
+        if args.fingerprint is not None:
+            ids = await group_members(store, query, args.fingerprint)
+            if not ids:  # an empty id filter would select every dead letter
+                return ReplayResult(target, 0, 0, 0, args.dry_run)
+            query = attrs.evolve(query, ids=ids)
+        return await store.replay(query, target, dry_run=args.dry_run, progress=progress)
 
 
 def replay_summary(result: ReplayResult) -> list[str]:
@@ -206,6 +268,8 @@ def replay_command(args: argparse.Namespace) -> int:
     """Replay, with a progress bar on a terminal."""
     if args.to_tier is not None and args.to_tier < 1:
         raise ConfigError("--to-tier", f"must be 1 or more, got {args.to_tier}")
+    if args.fingerprint is not None and args.ids:
+        raise ConfigError("--group", "select by ids or by --group, not both")
     progress = Progress("replaying")
     try:
         result = run_async(_replay(args, progress))

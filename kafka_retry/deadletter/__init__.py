@@ -12,7 +12,8 @@ The ``kafka-retry dlq`` commands are a thin layer over this package::
 Which store :func:`open_dead_letters` returns follows ``config.retry_backend``:
 the dead-letter topics (Kafka backend) or the retry table's dead-lettered rows
 (postgres backend). Replays are recorded, so running one twice sends nothing
-the second time; see each store for how.
+the second time; see each store for how. :func:`failure_fingerprint` groups
+dead letters whose errors differ only in numbers, ids and quoted values.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from types import TracebackType
 from typing import Protocol
 
 from kafka_retry.config import Config
+from kafka_retry.deadletter._groups import (
+    FailureGroup,
+    failure_fingerprint,
+    fingerprint_of,
+    group_entries,
+    stable_id,
+)
 from kafka_retry.deadletter._kafka import KafkaDeadLetters
 from kafka_retry.deadletter._ledger import LEDGER_PREFIX, ledger_topic
 from kafka_retry.deadletter._model import (
@@ -42,13 +50,18 @@ __all__ = [
     "DeadLetterEntry",
     "DeadLetterQuery",
     "DeadLetterStore",
+    "FailureGroup",
     "KafkaDeadLetters",
     "PostgresDeadLetters",
     "PurgePlan",
     "ReplayResult",
     "ReplayTarget",
+    "failure_fingerprint",
+    "fingerprint_of",
+    "group_entries",
     "ledger_topic",
     "open_dead_letters",
+    "stable_id",
 ]
 
 
