@@ -270,7 +270,7 @@ class _DataclassDecoder:
             raise DecodeError(f"{path}: the JSON value is {_json_type(data)}, not an object")
         fields = {name: item for name, item in data.items() if name in self._fields}
         for name, nested in self._nested.items():
-            if isinstance(fields.get(name), dict):
+            if name in fields:
                 fields[name] = nested.build(fields[name], f"{path}.{name}")
         try:
             return self._cls(**fields)
