@@ -258,6 +258,9 @@ def _is_async(function: Any) -> bool:
 
 
 def _name(function: Any) -> str:
+    """``module.qualname`` of the function (behind a partial), or of a callable's class."""
+    while isinstance(function, functools.partial):
+        function = function.func
     target = function if hasattr(function, "__qualname__") else type(function)
     name = getattr(target, "__qualname__", repr(target))
     module = getattr(target, "__module__", None)

@@ -72,7 +72,7 @@ def message(value: bytes | None) -> Message:
 def registered(function: Any, **options: Any) -> Any:
     """What the consumer runs for ``function`` registered with the decorator."""
     consumer = Consumer(make_config())
-    consumer.handler("orders", **options)(function)
+    assert consumer.handler("orders", **options)(function) is function
     return consumer.handlers["orders"]
 
 
@@ -165,6 +165,12 @@ async def test_callable_class_partial_and_method() -> None:
         handler.seen.append(order)
 
     incoming = message(b'{"id": 5, "qty": 1}')
+    assert repr(registered(handler)) == (
+        "<kafka_retry typed handler tests.unit.test_typed_handlers.OrderHandler(Order)>"
+    )
+    assert "test_callable_class_partial_and_method.<locals>.with_tenant(Order)" in repr(
+        registered(functools.partial(with_tenant, "eu"))
+    )
     await registered(handler)(incoming)
     await registered(handler.__call__)(incoming)
     await registered(functools.partial(with_tenant, "eu"))(incoming)
