@@ -21,7 +21,7 @@ from kafka_retry import (
 )
 from kafka_retry._decoding import Decode
 from kafka_retry._typed import TypedHandler
-from kafka_retry.retry._pg_rows import DEAD_LETTERED
+from kafka_retry.retry.table import DEAD_LETTERED
 from kafka_retry.testing import TestConsumer
 
 if TYPE_CHECKING:
