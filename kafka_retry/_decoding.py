@@ -210,6 +210,7 @@ def _pydantic_decoder(annotation: type) -> Callable[[bytes], Any] | None:
     validate = getattr(annotation, "model_validate_json", None)
     if validate is None:  # a pydantic v1 model
         return None
+    _complete(annotation)
     from pydantic import ValidationError
 
     def decode(value: bytes) -> Any:
@@ -219,6 +220,22 @@ def _pydantic_decoder(annotation: type) -> Callable[[bytes], Any] | None:
             raise DecodeError(str(exc)) from exc
 
     return decode
+
+
+def _complete(model: Any) -> None:
+    """Make sure a pydantic model can validate: else every message would fail, and be retried.
+
+    Raises:
+        TypeError: A field type still does not resolve (a forward reference).
+    """
+    if getattr(model, "__pydantic_complete__", True):
+        return
+    try:
+        model.model_rebuild()
+    except Exception as exc:  # pydantic's PydanticUndefinedAnnotation names the missing type
+        raise TypeError(
+            f"the pydantic model {model.__qualname__} is not fully defined: {exc}"
+        ) from exc
 
 
 def _msgspec_decoder(annotation: type) -> Callable[[bytes], Any] | None:

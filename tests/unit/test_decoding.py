@@ -206,3 +206,15 @@ print(sorted(name for name in ("pydantic", "msgspec") if name in sys.modules))
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+class Incomplete(pydantic.BaseModel):
+    """A model with a field type that is defined nowhere."""
+
+    later: Later  # type: ignore[name-defined]  # noqa: F821
+
+
+def test_pydantic_model_not_fully_defined_is_refused_at_once() -> None:
+    """A model pydantic cannot build is refused at registration, not retried per message."""
+    with pytest.raises(TypeError, match=r"pydantic model Incomplete is not fully defined.*Later"):
+        default_decoder(Incomplete)
