@@ -58,6 +58,9 @@ class Consumer:
 
     Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
     ``async with consumer:`` to run it in the background of a block.
+
+    Raises:
+        SetupError: A handler's signature has no usable shape or payload type.
     """
 
     def __init__(
