@@ -108,12 +108,19 @@ def payload_decoder(annotation: Any, decoder: Decoder, where: str) -> Decode:
     """``decoder``'s decode function for ``annotation``.
 
     Raises:
-        SetupError: The decoder refused the annotation (TypeError); names ``where``.
+        SetupError: The decoder refused the annotation (TypeError), or gave
+            something that is not callable; names ``where``.
     """
     try:
-        return decoder(annotation)
+        decode = decoder(annotation)
     except TypeError as exc:
         raise SetupError(f"{where}: {exc}") from exc
+    if not callable(decode):
+        raise SetupError(
+            f"{where}: the decoder gave {decode!r} for {describe_annotation(annotation)}, "
+            "not a decode(value, message) function"
+        )
+    return decode
 
 
 def _shape(function: AnyHandler, where: str) -> tuple[Any, _Call] | None:

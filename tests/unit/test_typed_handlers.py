@@ -313,6 +313,8 @@ async def test_custom_decoder_from_config_and_per_handler() -> None:
 
     with pytest.raises(SetupError, match="takes_order for topic 'orders': upper_decoder makes str"):
         Consumer(make_config(decoder=upper_decoder(seen)), {"orders": takes_order})
+    with pytest.raises(SetupError, match="the decoder gave None for Order, not a decode"):
+        Consumer(make_config(decoder=lambda annotation: None), {"orders": takes_order})
 
 
 async def test_async_decode_function_is_awaited() -> None:
