@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from kafka_retry._decoding import Decoder, default_decoder
 from kafka_retry.config import Config, DatabaseConfig
 from kafka_retry.errors import (
     AuthenticationError,
     ConfigError,
     ConsumerStateError,
     DeadLetterError,
+    DecodeError,
     KafkaRetryError,
     NonRetryableError,
     SecurityError,
@@ -28,6 +30,8 @@ __all__ = [
     "ConsumerStateError",
     "DatabaseConfig",
     "DeadLetterError",
+    "DecodeError",
+    "Decoder",
     "KafkaRetryError",
     "Message",
     "NonRetryableError",
@@ -37,6 +41,7 @@ __all__ = [
     "SetupError",
     "TLSError",
     "TopicChain",
+    "default_decoder",
     "default_topic_name",
 ]
 

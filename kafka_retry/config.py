@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
+from kafka_retry._decoding import Decoder, default_decoder
 from kafka_retry._env import config_fields_from_env, database_fields_from_env
 from kafka_retry.errors import ConfigError
 from kafka_retry.topology import (
@@ -237,6 +238,7 @@ class Config:
     database: DatabaseConfig | None = None
     maintenance_interval: float = attrs.field(default=3600.0, validator=_positive)
     topic_name_generator: TopicNameGenerator = default_topic_name
+    decoder: Decoder = default_decoder
     # Security (Kafka)
     tls_enabled: bool = False
     tls_skip_verify_peer: bool = False
@@ -346,6 +348,8 @@ class Config:
         self._check_tls()
         if not callable(self.topic_name_generator):
             raise _fail("topic_name_generator", "must be callable (group, topic, prefix) -> str")
+        if not callable(self.decoder):
+            raise _fail("decoder", "must be callable (annotation) -> decode(value, message)")
         collision = find_collision([self.chain(t) for t in self.topics], self.topics)
         if collision:
             raise _fail("topic_name_generator", collision)

@@ -15,6 +15,7 @@ aiokafka and asyncpg are translated at the boundary with ``raise ... from exc``.
     ├── ConsumerStateError     a lifecycle call that the state forbids
     ├── DeadLetterError        a dead-letter operation that cannot be done
     └── NonRetryableError      raised by a handler: dead-letter at once
+        └── DecodeError        a value does not decode into the handler's payload type
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigError",
     "ConsumerStateError",
     "DeadLetterError",
+    "DecodeError",
     "KafkaRetryError",
     "NonRetryableError",
     "SecurityError",
@@ -115,3 +117,14 @@ class DeadLetterError(KafkaRetryError):
 
 class NonRetryableError(KafkaRetryError):
     """Raised by a handler when retrying cannot help: the message is dead-lettered at once."""
+
+
+class DecodeError(NonRetryableError):
+    """Raised when a record's value does not decode into the payload type its handler takes.
+
+    Invalid JSON, text that is not UTF-8, a null value for a payload that cannot
+    be ``None``, or a model that refuses the data. The handler is not called:
+    the message is dead-lettered at once, byte-exact, and this error's text
+    (the decoder's validation message) is recorded as its error. A custom
+    decoder raises it for data that no retry can fix.
+    """

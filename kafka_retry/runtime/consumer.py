@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kafka_retry import _kafka
 from kafka_retry._clock import Clock, SystemClock
+from kafka_retry._decoding import Decoder
 from kafka_retry._kafka import AIOKafkaTransport, KafkaTransport
 from kafka_retry._observe import NullObserver, Observer
+from kafka_retry._typed import AnyHandler, adapt_handler, adapt_handlers
 from kafka_retry.config import Config
 from kafka_retry.errors import ConsumerStateError, SetupError
 from kafka_retry.retry.base import Backend
@@ -34,7 +36,7 @@ __all__ = ["Consumer", "ConsumerState"]
 
 log = logging.getLogger("kafka_retry")
 
-H = TypeVar("H", bound=Handler)
+H = TypeVar("H", bound=AnyHandler)
 
 
 class Consumer:
@@ -43,6 +45,7 @@ class Consumer:
     Args:
         config: The settings.
         handlers: Handler per main topic; or register them with :meth:`handler`.
+            Each signature is read here: see :meth:`handler`.
         clock: Time source (the in-memory test mode passes a virtual clock).
         transport: Makes the Kafka clients (the in-memory test mode passes its broker).
         observer: Receives what happens; by default the Prometheus metrics of
@@ -55,12 +58,15 @@ class Consumer:
 
     Use ``await consumer.run()`` (until :meth:`stop` or cancellation), or
     ``async with consumer:`` to run it in the background of a block.
+
+    Raises:
+        SetupError: A handler's signature has no usable shape or payload type.
     """
 
     def __init__(
         self,
         config: Config,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, AnyHandler] | None = None,
         *,
         clock: Clock | None = None,
         transport: KafkaTransport | None = None,
@@ -69,7 +75,7 @@ class Consumer:
         retry_table: RetryRows | None = None,
     ) -> None:
         self.config = config
-        self._handlers: dict[str, Handler] = dict(handlers or {})
+        self._handlers: dict[str, Handler] = adapt_handlers(handlers or {}, config.decoder)
         self._clock: Clock = clock or SystemClock()
         self._transport: KafkaTransport = transport or AIOKafkaTransport()
         self._retry_table = retry_table
@@ -104,16 +110,35 @@ class Consumer:
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
-        """The handler of each main topic, as given or registered (read-only)."""
+        """What runs for each main topic, read-only: each handler as given or registered.
+
+        A handler that takes a payload appears as the ``Message`` handler that
+        decodes it and calls it (its ``function`` attribute is the handler).
+        """
         return MappingProxyType(self._handlers)
 
-    def handler(self, topic: str) -> Callable[[H], H]:
-        """Register the decorated ``async def (message) -> None`` as ``topic``'s handler."""
+    def handler(self, topic: str, *, decoder: Decoder | None = None) -> Callable[[H], H]:
+        """Register the decorated async function as ``topic``'s handler; return it unchanged.
+
+        It takes the ``Message``, or a payload (decoded from the value) and
+        optionally a parameter annotated ``Message``.
+
+        Args:
+            topic: The main topic.
+            decoder: Decodes this handler's payload instead of ``config.decoder``.
+
+        Raises:
+            SetupError: The signature has no usable shape or payload type; names the handler.
+            ConsumerStateError: The consumer has started.
+        """
 
         def register(function: H) -> H:
             if self._state is not ConsumerState.NEW:
                 raise ConsumerStateError("handlers can only be added before the consumer starts")
-            self._handlers[topic] = function
+            chosen = decoder or self.config.decoder
+            self._handlers[topic] = adapt_handler(
+                function, topic, chosen, explicit=decoder is not None
+            )
             return function
 
         return register

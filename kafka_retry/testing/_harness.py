@@ -13,6 +13,7 @@ from typing import Protocol
 from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata
 
+from kafka_retry._typed import AnyHandler, adapt_handlers
 from kafka_retry.config import Config
 from kafka_retry.errors import ConsumerStateError
 from kafka_retry.message import Header, Message
@@ -66,16 +67,19 @@ class TestConsumer:
     def __init__(
         self,
         consumer: Consumer | Config,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, AnyHandler] | None = None,
         *,
         broker: MemoryBroker | None = None,
         clock: VirtualClock | None = None,
         partitions: int = 1,
     ) -> None:
+        # Typed handlers are adapted before they are recorded, so the record is
+        # of the Message the runtime hands over; the consumer's are adapted already.
         if isinstance(consumer, Consumer):
-            config, given = consumer.config, {**consumer.handlers, **(handlers or {})}
+            config = consumer.config
+            given = {**consumer.handlers, **adapt_handlers(handlers or {}, config.decoder)}
         else:
-            config, given = consumer, dict(handlers or {})
+            config, given = consumer, adapt_handlers(handlers or {}, consumer.decoder)
         if clock is None:
             clock = broker.clock if broker and isinstance(broker.clock, VirtualClock) else None
         self.clock: VirtualClock = clock or VirtualClock()
@@ -373,7 +377,7 @@ class MakeTestConsumer(Protocol):
     def __call__(
         self,
         consumer: Consumer | Config,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, AnyHandler] | None = None,
         *,
         partitions: int = 1,
     ) -> TestConsumer: ...

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 
+from kafka_retry._typed import AnyHandler
 from kafka_retry.config import Config
 from kafka_retry.runtime.consumer import Consumer
-from kafka_retry.runtime.dispatch import Handler
 
 __all__ = ["consume_until"]
 
@@ -20,7 +20,7 @@ async def consume_until(
     consumer: Consumer | Config,
     condition: Callable[[], bool] | asyncio.Event,
     timeout: float,  # noqa: ASYNC109 - returns False at the bound, a cancel scope cannot
-    handlers: Mapping[str, Handler] | None = None,
+    handlers: Mapping[str, AnyHandler] | None = None,
 ) -> bool:
     """Run a consumer until ``condition`` holds or ``timeout`` seconds pass.
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from kafka_retry._typed import AnyHandler
 from kafka_retry.config import Config
 from kafka_retry.runtime.consumer import Consumer
-from kafka_retry.runtime.dispatch import Handler
 from kafka_retry.testing._broker import MemoryBroker
 from kafka_retry.testing._clock import VirtualClock
 from kafka_retry.testing._harness import MakeTestConsumer, TestConsumer
@@ -55,7 +55,7 @@ def make_test_consumer(
 
     def make(
         consumer: Consumer | Config,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, AnyHandler] | None = None,
         *,
         partitions: int = 1,
     ) -> TestConsumer:
