@@ -30,6 +30,8 @@ class Sizes:
     memory_backlog: int = 1_000_000
     memory_seconds: float = 30.0
     memory_orderings: tuple[str, ...] = ("partition", "key")
+    memory_large_records: int = 6_400
+    memory_large_seconds: float = 20.0
 
 
 QUICK = Sizes(
@@ -47,4 +49,6 @@ QUICK = Sizes(
     memory_backlog=100_000,
     memory_seconds=10.0,
     memory_orderings=("partition",),
+    memory_large_records=1_280,
+    memory_large_seconds=8.0,
 )

@@ -8,6 +8,10 @@ starts, once it joined, its peak, at the end, and the growth over the second
 half of the run as a fitted slope (flat means close to zero)::
 
     python -m bench.bench_memory --bootstrap 127.0.0.1:9092 --kind kafka --ordering key
+
+Large records (``--size 100000 --partitions 64``) show the byte bound
+(``Config.max_buffered_bytes``); ``--max-buffered-bytes 1099511627776`` lifts it,
+for a baseline in the same run.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         ordering=args.ordering,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        **({"max_buffered_bytes": args.max_buffered_bytes} if args.max_buffered_bytes else {}),
     )
     handled = 0
     delay = args.handler_ms / 1000
@@ -102,15 +107,20 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         sampler = asyncio.create_task(sample(samples, args.every, time.perf_counter()))
         await asyncio.sleep(args.seconds)
         sampler.cancel()
+    bound = "default" if not args.max_buffered_bytes else str(args.max_buffered_bytes)
     result = {
-        "scenario": f"memory-{args.ordering}",
+        "scenario": f"memory-{args.ordering}" + (f"-{args.size}B" if args.size > 1000 else ""),
+        "value_bytes": args.size,
+        "partitions": args.partitions,
+        "max_buffered_bytes": bound,
         "broker": broker.kind,
         "backlog": args.messages,
         "seconds": args.seconds,
         **summarize(before, samples, handled),
     }
     print(
-        f"ordering={args.ordering} on {broker.kind}: handled {handled:,} of {args.messages:,};"
+        f"ordering={args.ordering} on {broker.kind}, {args.size:,} B values,"
+        f" max_buffered_bytes {bound}: handled {handled:,} of {args.messages:,};"
         f" RSS before {before:.0f} MiB, joined {result['rss_start_mib']:.0f},"
         f" peak {result['rss_peak_mib']:.0f}, end {result['rss_end_mib']:.0f} MiB;"
         f" second half {result['second_half_growth_mib_per_min']:+.1f} MiB/min"
@@ -129,6 +139,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to consume")
     parser.add_argument("--every", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to give up after")
+    parser.add_argument(
+        "--max-buffered-bytes", type=int, default=0, help="Config.max_buffered_bytes (0: default)"
+    )
     return parser.parse_args(argv)
 
 

@@ -170,6 +170,16 @@ def memory(runner: Runner, sizes: Sizes) -> None:
     for mode in sizes.memory_orderings:
         args = ["--topic", topic, "--messages", str(sizes.memory_backlog), "--ordering", mode]
         runner.run("bench_memory", *args, "--seconds", str(sizes.memory_seconds))
+    # 100 KB records on 64 partitions: the byte bound, then without it (the baseline).
+    count, partitions = sizes.memory_large_records, 64
+    large = records_topic(runner.bootstrap, count, partitions=partitions, size=100_000)
+    for bound in ("0", str(2**40)):
+        runner.run(
+            "bench_memory",
+            *("--topic", large, "--messages", str(count), "--partitions", str(partitions)),
+            *("--size", "100000", "--handler-ms", "50", "--max-buffered-bytes", bound),
+            *("--seconds", str(sizes.memory_large_seconds)),
+        )
 
 
 def profile(runner: Runner, topic: str, sizes: Sizes) -> None:

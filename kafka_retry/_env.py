@@ -71,6 +71,11 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
         _bool("KAFKA_LENIENT_HEADER_NAMES"),
     ),
     "KAFKA_MAX_IN_FLIGHT": ("max_in_flight", _number("KAFKA_MAX_IN_FLIGHT", int)),
+    "KAFKA_MAX_RUN_AHEAD": ("max_run_ahead", _number("KAFKA_MAX_RUN_AHEAD", int)),
+    "KAFKA_MAX_BUFFERED_BYTES": (
+        "max_buffered_bytes",
+        _number("KAFKA_MAX_BUFFERED_BYTES", int),
+    ),
     "KAFKA_ORDERING": ("ordering", _text),
     "KAFKA_METRICS": ("metrics", _bool("KAFKA_METRICS")),
     "KAFKA_METRICS_INTERVAL": ("metrics_interval", _number("KAFKA_METRICS_INTERVAL", float)),

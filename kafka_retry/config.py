@@ -268,6 +268,8 @@ class Config:
     )
     lenient_header_names: bool = attrs.field(default=True, validator=_flag)
     max_in_flight: int = attrs.field(default=1000)
+    max_run_ahead: int = attrs.field(default=10_000)
+    max_buffered_bytes: int = attrs.field(default=64 * 1024 * 1024)
     ordering: Ordering = attrs.field(default="partition")
     max_poll_interval_ms: int = attrs.field(default=300_000)
     session_timeout_ms: int = attrs.field(default=45_000)
@@ -374,6 +376,8 @@ class Config:
         bounds = {
             "connect_attempts": self.connect_attempts,
             "max_in_flight": self.max_in_flight,
+            "max_run_ahead": self.max_run_ahead,
+            "max_buffered_bytes": self.max_buffered_bytes,
             "max_poll_interval_ms": self.max_poll_interval_ms,
             "session_timeout_ms": self.session_timeout_ms,
             "rebalance_timeout_ms": self.effective_rebalance_timeout_ms,

@@ -30,6 +30,7 @@ class ConcurrentPartitionWorker(Feed):
         permits: The tier-wide bound on records taken but not yet done.
         by_key: Keep per-key order (records with a null key are independent).
         on_drained: Called when the buffer falls to its low-water mark.
+        run_ahead: How many offsets past the oldest one not done may be taken.
     """
 
     def __init__(
@@ -39,15 +40,20 @@ class ConcurrentPartitionWorker(Feed):
         permits: asyncio.Semaphore,
         by_key: bool,
         on_drained: Callable[[TopicPartition], None],
+        run_ahead: int = 10_000,
     ) -> None:
         super().__init__(tp)
         self._dispatcher = dispatcher
         self._permits = permits
         self._by_key = by_key
         self._on_drained = on_drained
+        self._run_ahead = run_ahead
         self._chains: dict[bytes, deque[tuple[ConsumerRecord, Slot]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
+        # Set when the oldest slot may have settled, while _run waits on the cap.
+        self._settled: asyncio.Event | None = None
+        self._reported: int | None = None
 
     async def _run(self) -> None:
         while not self._closing:
@@ -59,6 +65,7 @@ class ConcurrentPartitionWorker(Feed):
                 continue
             batch = self._batches.popleft()
             for index, record in enumerate(batch):
+                await self._within_run_ahead(record.offset)
                 await self._permits.acquire()
                 if self._closing:
                     self._permits.release()
@@ -67,6 +74,31 @@ class ConcurrentPartitionWorker(Feed):
                 self._take(record)
                 self.buffered -= 1
             self._on_drained(self.tp)
+
+    async def _within_run_ahead(self, offset: int) -> None:
+        """Wait while ``offset`` is too far past the oldest offset not done yet.
+
+        One stuck handler must not let the others run on for ever: the slots
+        behind it pile up and the commit stays where it is, so a restart would
+        hand back everything since. Waiting here fills the buffer, and the tier
+        pauses the partition.
+        """
+        oldest = self.position()
+        while not self._closing and oldest is not None and offset - oldest >= self._run_ahead:
+            if self._reported != oldest:
+                self._reported = oldest
+                log.warning(
+                    "%s: offset %d is not done yet; holding the partition %d offsets past"
+                    " it (max_run_ahead) until it is",
+                    self.tp,
+                    oldest,
+                    self._run_ahead,
+                    extra={"topic": self.tp.topic, "partition": self.tp.partition},
+                )
+            self._settled = asyncio.Event()
+            await self._settled.wait()
+            oldest = self.position()
+        self._settled = None
 
     def _take(self, record: ConsumerRecord) -> None:
         slot = Slot(record.offset)
@@ -123,6 +155,8 @@ class ConcurrentPartitionWorker(Feed):
             if error is not None:
                 await dispatcher.route(dispatcher.failure(message, error))
             slot.done = True
+            if self._settled is not None:
+                self._settled.set()
         finally:
             self._permits.release()
 
@@ -131,6 +165,8 @@ class ConcurrentPartitionWorker(Feed):
         self._closing = True
         self._batches.clear()
         self._wakeup.set()
+        if self._settled is not None:
+            self._settled.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

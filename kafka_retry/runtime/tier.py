@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, Protocol
 
 import attrs
@@ -25,6 +26,7 @@ _POLL_MS = 200
 #: Seconds an offset commit may take; one that takes longer fails (and is tried again).
 _COMMIT_BOUND = 5.0
 _BACKPRESSURE = "backpressure"
+_BYTES = "bytes"
 _DUE = "due"
 # A forged due time is clamped to this many milliseconds past "now + delay".
 _MAX_DUE_MS = 253_402_300_799_000
@@ -67,6 +69,8 @@ class _Held:
     """
 
     worker: Worker
+    #: Bytes of each batch handed to the worker and not yet taken, oldest first.
+    sizes: deque[int] = attrs.field(factory=deque)
     paused: set[str] = attrs.field(factory=set)
     timer: Cancellable | None = None
     parked: tuple[int, int] | None = None
@@ -135,6 +139,9 @@ class KafkaTier:
         self._clock = clock
         self._held: dict[TopicPartition, _Held] = {}
         self._high_water = max(1, config.max_in_flight)
+        #: Bytes (keys and values) handed to workers and not yet taken by them.
+        self._buffered_bytes = 0
+        self._bytes_paused: set[TopicPartition] = set()
         self._permits = asyncio.Semaphore(config.max_in_flight)
         self._stopping = False
         self._polling: asyncio.Future[Any] | None = None
@@ -251,6 +258,15 @@ class KafkaTier:
         # round-trip, so a partition pauses only with a second batch waiting too.
         if worker.buffered >= self._high_water and worker.waiting_batches > 1:
             self._pause(tp, state, _BACKPRESSURE)
+        # A null key or value counts -1: never below 0 for the batch.
+        size = max(0, sum(r.serialized_key_size + r.serialized_value_size for r in records))
+        state.sizes.append(size)
+        self._buffered_bytes += size
+        if self._buffered_bytes > self._config.max_buffered_bytes:
+            # Counting records bounds small ones only: 100 KB records would
+            # fill gigabytes before the first pause.
+            self._pause(tp, state, _BYTES)
+            self._bytes_paused.add(tp)
 
     def _hold_back(
         self, tp: TopicPartition, state: _Held, records: list[ConsumerRecord]
@@ -290,9 +306,26 @@ class KafkaTier:
             self._consumer.resume(tp)
 
     def _drained(self, tp: TopicPartition) -> None:
+        """A worker took every record of its oldest batch."""
         state = self._held.get(tp)
-        if state is not None and state.worker.buffered <= self._high_water // 2:
+        if state is None:
+            return
+        if state.sizes:
+            self._buffered_bytes -= state.sizes.popleft()
+        if state.worker.buffered <= self._high_water // 2:
             self._unpause(tp, _BACKPRESSURE)
+        if self._bytes_paused and self._buffered_bytes <= self._config.max_buffered_bytes // 2:
+            for other in self._bytes_paused:
+                self._unpause(other, _BYTES)
+            self._bytes_paused.clear()
+
+    def _forget(self, tp: TopicPartition) -> None:
+        """Drop a partition's state (revoked); its buffered bytes go with it."""
+        state = self._held.pop(tp)
+        self._bytes_paused.discard(tp)
+        self._buffered_bytes -= sum(state.sizes)
+        if state.timer is not None:
+            state.timer.cancel()
 
     def _worker_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled():
@@ -308,7 +341,14 @@ class KafkaTier:
         if ordering == "partition":
             return PartitionWorker(tp, self._dispatcher, self._config.max_in_flight, self._drained)
         by_key = ordering == "key"
-        return ConcurrentPartitionWorker(tp, self._dispatcher, self._permits, by_key, self._drained)
+        return ConcurrentPartitionWorker(
+            tp,
+            self._dispatcher,
+            self._permits,
+            by_key,
+            self._drained,
+            run_ahead=self._config.max_run_ahead,
+        )
 
     def assign(self, assigned: set[TopicPartition]) -> None:
         """Rebalance: start a worker for each newly assigned partition.
@@ -363,9 +403,7 @@ class KafkaTier:
             self._note_crash(exc)
         finally:
             for tp in gone:
-                timer = self._held.pop(tp).timer
-                if timer is not None:
-                    timer.cancel()
+                self._forget(tp)
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
         """Commit the done position of each partition that moved since the last commit."""
@@ -409,3 +447,4 @@ class KafkaTier:
             self._note_crash(state.worker.crashed())
         await self.commit()
         self._held.clear()
+        self._buffered_bytes = 0

@@ -153,3 +153,34 @@ async def test_rebalance_with_work_in_flight_loses_nothing(kafka_service: Any) -
             await eventually(lambda: len(set(handled)) == 400, within=120)
         assert first._tiers[0].rebalances >= 2  # type: ignore[attr-defined]
     assert set(handled) == {b"%d" % i for i in range(400)}
+
+
+@pytest.mark.parametrize("ordering", ["key", "none"])
+async def test_a_stuck_handler_holds_the_partition_at_max_run_ahead(
+    kafka_service: Any, caplog: pytest.LogCaptureFixture, ordering: str
+) -> None:
+    """Other keys run on only ``max_run_ahead`` offsets past a handler that does not return."""
+    topic = fresh()
+    bootstrap = kafka_service.bootstrap_servers
+    await create_topics(bootstrap, topic)
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
+        (b"stuck", b"0", []),
+        *((f"key-{i}".encode(), str(i).encode(), []) for i in range(1, 200)),
+    ]
+    await produce(bootstrap, topic, records)
+    config = config_for(kafka_service, topics=[topic], ordering=ordering, max_run_ahead=20)
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handler(message: Message) -> None:
+        if message.key == b"stuck":
+            await release.wait()
+        handled.append(message.offset)
+
+    async with Consumer(config, {topic: handler}):
+        await eventually(lambda: "offset 0 is not done yet" in caplog.text)
+        # The partition waits: nothing past the cap was taken while offset 0 runs.
+        assert sorted(handled) == list(range(1, 20))
+        release.set()
+        await eventually(lambda: len(handled) == 200)
+    assert sorted(handled) == list(range(200))
