@@ -177,7 +177,7 @@ def memory(runner: Runner, sizes: Sizes) -> None:
         runner.run(
             "bench_memory",
             *("--topic", large, "--messages", str(count), "--partitions", str(partitions)),
-            *("--size", "100000", "--handler-ms", "50", "--max-buffered-bytes", bound),
+            *("--size", "100000", "--handler-ms", "500", "--max-buffered-bytes", bound),
             *("--seconds", str(sizes.memory_large_seconds)),
         )
 

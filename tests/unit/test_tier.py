@@ -9,9 +9,10 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from kafka_retry import Config, Message
 from kafka_retry._clock import SystemClock
-from kafka_retry.runtime.dispatch import Dispatcher
+from kafka_retry.runtime.dispatch import Handler
 from kafka_retry.runtime.tier import KafkaTier
 from tests.integration.support import eventually
+from tests.unit.test_partition import dispatcher_for
 
 TP = TopicPartition("t", 0)
 
@@ -27,19 +28,12 @@ class IdleConsumer:
 async def noop(message: Message) -> None: ...
 
 
-def tier() -> KafkaTier:
-    config = Config(bootstrap_servers="b:9092", group="g", topics=["t"], metrics=False)
-    backend: Any = None
-    dispatcher = Dispatcher(
-        config=config,
-        handlers={"t": noop},
-        main_of={"t": "t"},
-        attempt=1,
-        retry=backend,
-        dead_letters=backend,
-        clock=SystemClock(),
-    )
-    return KafkaTier("main", config, IdleConsumer(), ["t"], dispatcher, None, SystemClock())
+def tier(consumer: Any = None, handler: Handler = noop, **settings: Any) -> KafkaTier:
+    """A main tier of topic ``t`` on ``consumer`` (a stand-in), not polling."""
+    config = Config(bootstrap_servers="b:9092", group="g", topics=["t"], metrics=False, **settings)
+    dispatcher = dispatcher_for(config, handler, None)
+    clock = SystemClock()
+    return KafkaTier("main", config, consumer or IdleConsumer(), ["t"], dispatcher, None, clock)
 
 
 async def test_an_assignment_starts_a_worker_per_partition() -> None:
@@ -95,25 +89,8 @@ async def test_large_records_pause_the_partition_at_the_byte_bound() -> None:
     async def blocked(message: Message) -> None:
         await release.wait()
 
-    config = Config(
-        bootstrap_servers="b:9092",
-        group="g",
-        topics=["t"],
-        metrics=False,
-        max_buffered_bytes=250_000,
-    )
-    backend: Any = None
-    dispatcher = Dispatcher(
-        config=config,
-        handlers={"t": blocked},
-        main_of={"t": "t"},
-        attempt=1,
-        retry=backend,
-        dead_letters=backend,
-        clock=SystemClock(),
-    )
     consumer = PausingConsumer()
-    feeding = KafkaTier("main", config, consumer, ["t"], dispatcher, None, SystemClock())
+    feeding = tier(consumer, blocked, max_buffered_bytes=250_000)
     feeding.assign({TP})
     for offset in range(2):
         feeding._feed(TP, [big_record(offset, 100_000)])
