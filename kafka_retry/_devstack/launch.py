@@ -41,7 +41,7 @@ def _supervise(process: subprocess.Popen[bytes], wait: Callable[[], _T]) -> _T:
         raise
 
 
-def _await_broker(
+def await_broker(
     process: subprocess.Popen[bytes], port: int, what: str, timeout: float, log: Path
 ) -> bool:
     """Wait until a new broker answers; return whether it hands out producer ids."""
@@ -85,7 +85,7 @@ def apache_kafka(
         kafka.format_storage(service_dir, libs, properties, log)
     command = kafka.java_command(service_dir, libs, "kafka.Kafka", str(properties))
     process = proc.spawn(command, log_path=log, cwd=service_dir)
-    idempotence = _supervise(process, lambda: _await_broker(process, port, "Kafka", timeout, log))
+    idempotence = _supervise(process, lambda: await_broker(process, port, "Kafka", timeout, log))
     extra = {"idempotence": idempotence, "version": version}
     return proc.Record(process.pid, f"127.0.0.1:{port}", "kafka", str(properties), extra)
 
@@ -109,7 +109,7 @@ def tansu(service_dir: Path, *, log: Path, timeout: float) -> proc.Record:
     command = [binary, "broker", "--listener-url", listener]
     command += ["--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
     process = proc.spawn(command, log_path=log, cwd=service_dir)
-    idempotence = _supervise(process, lambda: _await_broker(process, port, "Tansu", timeout, log))
+    idempotence = _supervise(process, lambda: await_broker(process, port, "Tansu", timeout, log))
     extra = {"idempotence": idempotence}
     return proc.Record(process.pid, f"127.0.0.1:{port}", "tansu", listener, extra)
 
