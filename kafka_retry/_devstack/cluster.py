@@ -88,15 +88,14 @@ def start(
         StartupError: A node has no kept storage to rejoin with, or did not
             start; the message names its log.
     """
+    live = live_records(service_dir)
+    starts = _kept(service_dir, count, skip=set(live)) if live or keep_data else None
+    if starts == []:
+        return [live[node_id] for node_id in sorted(live)]  # all run: no jars needed
     version = env.get("KAFKA_RETRY_KAFKA_VERSION", kafka.DEFAULT_VERSION)
     libs = kafka.ensure_libs(version, kafka.cache_root(env), maven_log)
-    live = live_records(service_dir)
-    if live or keep_data:
-        starts = _kept(service_dir, count, skip=set(live))
-    else:
+    if starts is None:
         starts = _fresh(service_dir, count, libs, log_of)
-    if not starts:
-        return [live[node_id] for node_id in sorted(live)]
     pids, idempotence = _launch(starts, libs, count, log_of, timeout)
     for item in starts:
         record = proc.Record(

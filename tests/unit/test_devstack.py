@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -346,3 +347,32 @@ def test_metadata_answer_names_the_serving_brokers() -> None:
     assert wire._metadata_brokers(body) == [1, 3]
     with pytest.raises(wire.ProbeError):
         wire._metadata_brokers(body[:10])
+
+
+def _pretend_running(service_dir: Path, port: int) -> None:
+    """A pid record of this very process (an empty marker is in every command line)."""
+    service_dir.mkdir(parents=True, exist_ok=True)
+    proc.write_record(service_dir, proc.Record(os.getpid(), f"127.0.0.1:{port}", "kafka", ""))
+
+
+def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path) -> None:
+    """Asking for one broker while a 3-node cluster runs is an error naming both sizes."""
+    for node in (1, 2, 3):
+        _pretend_running(cluster.node_dir(tmp_path / "kafka", node), 9091 + node)
+    with pytest.raises(devstack.DevstackError, match=r"3 broker\(s\), not 1; stop it first"):
+        devstack.start_kafka("kafka", tmp_path, brokers=1)
+    states = [state for state in devstack.status(tmp_path) if state.name == "kafka"]
+    assert [(s.label, s.running, s.address) for s in states] == [
+        ("kafka-1", True, "127.0.0.1:9092"),
+        ("kafka-2", True, "127.0.0.1:9093"),
+        ("kafka-3", True, "127.0.0.1:9094"),
+    ]
+    assert devstack.is_running("kafka", tmp_path)
+
+
+def test_a_running_broker_is_not_taken_for_a_cluster(tmp_path: Path) -> None:
+    """Asking for a cluster while one broker runs is an error; the broker's record stays."""
+    _pretend_running(tmp_path / "kafka", 9092)
+    with pytest.raises(devstack.DevstackError, match=r"1 broker\(s\), not 3"):
+        devstack.start_kafka("kafka", tmp_path, brokers=3)
+    assert proc.read_record(tmp_path / "kafka") is not None
