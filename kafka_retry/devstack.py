@@ -329,52 +329,22 @@ def _start_apache_kafka(
     service_dir = root / "kafka"
     try:
         with _proc.locked(service_dir):
-            records = _kafka_records(root, brokers, timeout=timeout, keep_data=keep_data)
+            records = _launch.apache_kafka_nodes(
+                service_dir,
+                brokers,
+                log_of=lambda name: _log(root, name),
+                env=os.environ,
+                timeout=timeout,
+                keep_data=keep_data,
+            )
+    except _launch.ShapeError as exc:
+        raise DevstackError(f"{exc}; stop it first (down)") from exc
     except (_proc.StartupError, OSError) as exc:
         raise DevstackError(f"cannot start kafka: {exc}") from exc
     bootstrap = ",".join(record.address for record in records)
     check_kafka_reachable(bootstrap, timeout=10.0)
     idempotence = all(record.extra.get("idempotence", True) for record in records)
     return KafkaService(bootstrap, "kafka", idempotence, brokers=len(records))
-
-
-def _kafka_records(
-    root: Path, brokers: int | None, *, timeout: float, keep_data: bool
-) -> list[_proc.Record]:
-    """The records of the running broker or nodes, after starting what is missing."""
-    service_dir = root / "kafka"
-    single = _proc.live_record(service_dir)
-    size = len(_cluster.node_ids(service_dir)) if _cluster.live_records(service_dir) else 0
-    running = 1 if single is not None else size
-    wanted = brokers or running or 1
-    if running and running != wanted:
-        raise DevstackError(
-            f"Kafka runs from {root} with {running} broker(s), not {wanted}; stop it first (down)"
-        )
-    maven_log = _log(root, "maven")
-    if wanted > 1:
-        return _cluster.start(
-            service_dir,
-            wanted,
-            log_of=lambda node: _log(root, f"kafka-{node}"),
-            maven_log=maven_log,
-            env=os.environ,
-            timeout=timeout,
-            keep_data=keep_data,
-        )
-    if single is None:
-        if not keep_data:
-            _cluster.remove(service_dir)  # what a cluster stopped with its data left
-        single = _launch.apache_kafka(
-            service_dir,
-            log=_log(root, "kafka"),
-            maven_log=maven_log,
-            env=os.environ,
-            timeout=timeout,
-            keep_data=keep_data,
-        )
-        _proc.write_record(service_dir, single)
-    return [single]
 
 
 def start_postgres(

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import attrs
 
-from kafka_retry._devstack import kafka, launch, proc, wire
+from kafka_retry._devstack import kafka, proc, wire
 
 _PREFIX = "node-"
+# Kafka's own port, for node 1; the next nodes take the ports after it.
+_FIRST_PORT = 9092
 
 LogOf = Callable[[int], Path]
 
@@ -50,7 +52,7 @@ def node_ids(service_dir: Path) -> list[int]:
     return sorted(int(name) for name in found if name.isdigit())
 
 
-def plan(count: int, first_port: int = launch.KAFKA_PORT) -> list[kafka.Node]:
+def plan(count: int, first_port: int = _FIRST_PORT) -> list[kafka.Node]:
     """Ports for ``count`` nodes: clients on ``first_port`` and up if free; controllers anywhere."""
     preferred: list[int | None] = [first_port + i for i in range(count)]
     ports = proc.pick_ports([*preferred, *([None] * count)])

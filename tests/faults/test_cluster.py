@@ -3,9 +3,12 @@
 Every topic keeps 3 copies and takes writes while 2 are in sync
 (``min.insync.replicas=2``), so losing one node must cost no message: the
 consumer's clients move to the new leaders and the consumer keeps its group.
-Each run's line adds the node killed, the failover (seconds from the kill until
-a message of a partition it led, never handled before, is handled) and the
-longest pause in all handling after the kill.
+Each run's line adds the node killed (and whether it was the group
+coordinator), ``elected`` (seconds from the kill until no partition of the
+runs has it as leader), ``recover`` (until a message of a partition it led,
+never handled before, is handled from a new leader), ``stall`` (the longest
+time without handling on those partitions) and ``longest_pause`` (in all
+handling), the last two until a second after the recovery.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ _OFFSETS = "__consumer_offsets"
 # rejoin that takes longer than this is a hang.
 _FAILOVER_WITHIN = 90.0
 _REJOIN_WITHIN = 120.0
-# Longer than the 9 s after which the controller fences a silent broker: until
-# then the group coordinator's writes (commits, and so heartbeats queued
-# behind them) wait for the dead copy, and a shorter session would evict members.
+# Longer than the 9 s after which the controller fences a silent broker
+# (broker.session.timeout.ms): until then the group coordinator's writes wait
+# for the dead copy, and heartbeats were seen failing for seconds, so a shorter
+# session risks evicting members, which is not what this scenario is about.
 _SESSION_TIMEOUT_MS = 15_000
 
 
