@@ -5,8 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEVSTACK := $(BIN)/python -m kafka_retry.devstack
 COMPOSE := docker compose -f compose/docker-compose.yml
-# make services-up BROKER=tansu
+# make services-up BROKER=tansu; make services-up BROKERS=3 (a 3-node Kafka cluster)
 BROKER ?=
+BROKERS ?=
 # make test PYTEST_ARGS="-m integration -x"
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
@@ -69,7 +70,7 @@ demo: venv
 	$(BIN)/kafka-retry demo $(if $(BROKER),--broker $(BROKER)) $(DEMO_ARGS)
 
 services-up: venv
-	$(DEVSTACK) up $(if $(BROKER),--broker $(BROKER))
+	$(DEVSTACK) up $(if $(BROKER),--broker $(BROKER)) $(if $(BROKERS),--brokers $(BROKERS))
 
 services-down: venv
 	$(DEVSTACK) down

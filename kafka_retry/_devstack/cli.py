@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kafka_retry._cli import dev
+from kafka_retry._cli._common import Parser
 from kafka_retry.errors import KafkaRetryError
 
 # The same commands as ``kafka-retry dev``.
@@ -19,7 +20,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Parser: a usage error is one line, as in ``kafka-retry dev``.
+    parser = Parser(
         prog="python -m kafka_retry.devstack",
         description="Start and stop local Kafka and PostgreSQL (no Docker).",
     )
@@ -28,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a broker and PostgreSQL; print their addresses")
-    up.add_argument("--broker", choices=["kafka", "tansu"], default=None)
+    dev.add_up_options(up)
     commands.add_parser("down", help="stop every service started from the state directory")
     commands.add_parser("status", help="show which services run")
     return parser

@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import attrs
 
 from kafka_retry._devstack.proc import StartupError
 
@@ -143,30 +145,84 @@ def _run_maven(mvn: str, version: str, scratch: Path, log_path: Path) -> None:
         )
 
 
+@attrs.frozen
+class Node:
+    """One KRaft node of a devstack cluster: a broker and a controller in one JVM.
+
+    Attributes:
+        node_id: Its ``node.id``, from 1.
+        port: The client (PLAINTEXT) port on 127.0.0.1.
+        controller_port: The port of its controller listener.
+    """
+
+    node_id: int
+    port: int
+    controller_port: int
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:<port>``, for clients."""
+        return f"127.0.0.1:{self.port}"
+
+
+def quorum_voters(cluster: Sequence[Node]) -> str:
+    """The ``controller.quorum.voters`` of ``cluster``: every node votes."""
+    return ",".join(f"{node.node_id}@127.0.0.1:{node.controller_port}" for node in cluster)
+
+
+def bootstrap_servers(cluster: Sequence[Node]) -> str:
+    """Every node's client address, in node order, comma-separated."""
+    return ",".join(node.address for node in sorted(cluster, key=lambda n: n.node_id))
+
+
+def replication(size: int) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` for a cluster of ``size`` nodes.
+
+    Three copies where there are three nodes, and one node may always be lost
+    without refusing ``acks=all`` writes: 1 node -> (1, 1), 2 -> (2, 1), 3+ -> (3, 2).
+    """
+    factor = min(size, 3)
+    return factor, max(1, factor - 1)
+
+
 def server_properties(*, data_dir: Path, port: int, controller_port: int) -> str:
     """Render a single-node broker+controller configuration sized for tests."""
+    node = Node(1, port, controller_port)
+    return node_properties(data_dir=data_dir, node=node, cluster=(node,))
+
+
+def node_properties(*, data_dir: Path, node: Node, cluster: Sequence[Node]) -> str:
+    """Render the configuration of ``node``, one broker+controller of ``cluster``.
+
+    Every topic, the internal ones included, gets the replication of
+    :func:`replication`, so the devstack's topics survive the loss of a node
+    as a production cluster's do.
+    """
+    factor, min_isr = (str(n) for n in replication(len(cluster)))
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": quorum_voters(cluster),
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{node.address}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "1",
-        "default.replication.factor": "1",
+        "default.replication.factor": factor,
         "auto.create.topics.enable": "true",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": factor,
         # One partition keeps the first group coordinator lookup fast.
         "offsets.topic.num.partitions": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
@@ -174,9 +230,16 @@ def server_properties(*, data_dir: Path, port: int, controller_port: int) -> str
 
 def write_config(service_dir: Path, *, port: int, controller_port: int) -> Path:
     """Write ``server.properties`` and the log4j2 file; return the former."""
+    node = Node(1, port, controller_port)
+    return write_node_config(service_dir, node, (node,))
+
+
+def write_node_config(service_dir: Path, node: Node, cluster: Sequence[Node]) -> Path:
+    """Write ``node``'s ``server.properties`` and log4j2 file; return the former."""
+    service_dir.mkdir(parents=True, exist_ok=True)
     properties = service_dir / "server.properties"
     properties.write_text(
-        server_properties(data_dir=service_dir / "data", port=port, controller_port=controller_port)
+        node_properties(data_dir=service_dir / "data", node=node, cluster=cluster)
     )
     (service_dir / "log4j2.properties").write_text(_LOG4J2)
     return properties
@@ -220,7 +283,8 @@ def _java() -> str:
     return found
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
+    """A fresh random cluster id, as ``kafka-storage random-uuid`` makes."""
     # Kafka's own ids never start with "-", which the tool would read as an option.
     while True:
         candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -228,8 +292,18 @@ def _cluster_id() -> str:
             return candidate
 
 
-def format_storage(service_dir: Path, libs: Path, properties: Path, log_path: Path) -> None:
-    """Wipe the data directory and format it for a new single-node cluster.
+def format_storage(
+    service_dir: Path,
+    libs: Path,
+    properties: Path,
+    log_path: Path,
+    *,
+    cluster_id: str | None = None,
+) -> None:
+    """Wipe the data directory and format it for a new cluster.
+
+    The nodes of one cluster are formatted with the same ``cluster_id``; a
+    single node gets a fresh one.
 
     Raises:
         AssemblyError: If the storage tool fails; the message names the log.
@@ -241,7 +315,7 @@ def format_storage(service_dir: Path, libs: Path, properties: Path, log_path: Pa
         "kafka.tools.StorageTool",
         "format",
         "--cluster-id",
-        _cluster_id(),
+        cluster_id or new_cluster_id(),
         "--config",
         str(properties),
     )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from kafka_retry._devstack import kafka, postgres, proc, wire
+from kafka_retry._devstack import cluster, kafka, postgres, proc, wire
 
 _T = TypeVar("_T")
 
@@ -88,6 +88,66 @@ def apache_kafka(
     idempotence = _supervise(process, lambda: _await_broker(process, port, "Kafka", timeout, log))
     extra = {"idempotence": idempotence, "version": version}
     return proc.Record(process.pid, f"127.0.0.1:{port}", "kafka", str(properties), extra)
+
+
+class ShapeError(proc.StartupError):
+    """Raised when Kafka runs with another number of brokers than the one asked for."""
+
+
+def apache_kafka_nodes(
+    service_dir: Path,
+    brokers: int | None,
+    *,
+    log_of: Callable[[str], Path],
+    env: Mapping[str, str],
+    timeout: float,
+    keep_data: bool = False,
+) -> list[proc.Record]:
+    """Reuse or start Apache Kafka in ``service_dir``: one broker, or a cluster of ``brokers``.
+
+    Either shape may run from a service directory, not both. With ``brokers``
+    None, whichever runs is reused, else one broker starts. ``log_of(name)``
+    is the log of ``kafka``, ``kafka-<node>`` or ``maven``. The caller holds
+    the service directory's lock.
+
+    Returns:
+        The record of the broker, or of every node in order.
+
+    Raises:
+        ShapeError: Kafka runs there with another number of brokers.
+        StartupError: A broker or node could not be started; names its log.
+    """
+    single = proc.live_record(service_dir)
+    size = len(cluster.node_ids(service_dir)) if cluster.live_records(service_dir) else 0
+    running = 1 if single is not None else size
+    wanted = brokers or running or 1
+    if running and running != wanted:
+        raise ShapeError(
+            f"Kafka runs from {service_dir.parent} with {running} broker(s), not {wanted}"
+        )
+    if wanted > 1:
+        return cluster.start(
+            service_dir,
+            wanted,
+            log_of=lambda node: log_of(f"kafka-{node}"),
+            maven_log=log_of("maven"),
+            env=env,
+            timeout=timeout,
+            keep_data=keep_data,
+        )
+    if single is None:
+        if not keep_data:
+            cluster.remove(service_dir)  # what a cluster stopped with its data left
+        single = apache_kafka(
+            service_dir,
+            log=log_of("kafka"),
+            maven_log=log_of("maven"),
+            env=env,
+            timeout=timeout,
+            keep_data=keep_data,
+        )
+        proc.write_record(service_dir, single)
+    return [single]
 
 
 def _tansu_binary() -> str:

@@ -92,6 +92,15 @@ def locked(service_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def live_record(service_dir: Path) -> Record | None:
+    """Return the record in ``service_dir`` if its process runs; else forget it and return None."""
+    record = read_record(service_dir)
+    if record is not None and is_alive(record.pid, record.marker):
+        return record
+    clear_record(service_dir)
+    return None
+
+
 def is_alive(pid: int, marker: str) -> bool:
     """Tell whether ``pid`` runs and, where /proc shows it, mentions ``marker``."""
     try:
@@ -230,6 +239,27 @@ def pick_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def pick_ports(preferred: Sequence[int | None], host: str = "127.0.0.1") -> list[int]:
+    """Return one distinct free port per entry: the entry itself if free, else the kernel's.
+
+    Every chosen port stays bound until all are chosen, so no two are the same
+    (without ``SO_REUSEADDR``, which would let two of them share one).
+    """
+    held: list[socket.socket] = []
+    try:
+        for wanted in preferred:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            try:
+                sock.bind((host, wanted or 0))
+            except OSError:
+                sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def tail(path: Path, lines: int = 5) -> str:

@@ -13,6 +13,10 @@ import time
 
 _API_VERSIONS = 18
 _INIT_PRODUCER_ID = 22
+_METADATA = 3
+# Metadata v4 to v7 share one non-flexible layout up to the topic list; Kafka
+# 4 answers v4 and later, Kafka 1.0 and later answer v4.
+_METADATA_VERSIONS = range(4, 8)
 _CLIENT_ID = b"kafka-retry-devstack"
 # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR,
 # REQUEST_TIMED_OUT: a fresh broker answers these until its producer-id
@@ -146,5 +150,42 @@ def probe(host: str, port: int, *, timeout: float, idempotence: bool = False) ->
             if time.monotonic() + 0.2 > deadline:
                 raise ProbeError(f"InitProducerId kept answering error code {error}")
             time.sleep(0.2)
+    finally:
+        conn.close()
+
+
+def _metadata_brokers(body: bytes) -> list[int]:
+    """The node ids in a Metadata v4-v7 response (after its correlation id)."""
+    try:
+        (count,) = struct.unpack_from(">i", body, 4)  # after throttle_time_ms
+        offset, ids = 8, []
+        for _ in range(count):
+            node_id, host_length = struct.unpack_from(">ih", body, offset)
+            offset += 6 + host_length + 4  # host, then port
+            (rack_length,) = struct.unpack_from(">h", body, offset)
+            offset += 2 + max(rack_length, 0)
+            ids.append(node_id)
+    except struct.error as exc:
+        raise ProbeError("the answer is not a Kafka Metadata response") from exc
+    return sorted(ids)
+
+
+def broker_ids(host: str, port: int, *, timeout: float) -> list[int]:
+    """The ids of the brokers that ``host:port`` knows to be serving (unfenced).
+
+    Raises:
+        OSError: If nothing accepts the connection or it times out.
+        ProbeError: If the peer does not answer like a Kafka broker, or
+            speaks no Metadata version this module can read.
+    """
+    conn = _Connection(host, port, time.monotonic() + timeout)
+    try:
+        low, high = _api_versions(conn).get(_METADATA, (99, -1))
+        version = max(low, _METADATA_VERSIONS.start)
+        if version > min(high, _METADATA_VERSIONS.stop - 1):
+            raise ProbeError(f"no readable Metadata version (broker: {low}..{high})")
+        # An empty topic list (not null: that would mean every topic), no auto-creation.
+        body = conn.request(_METADATA, version, struct.pack(">ib", 0, 0))
+        return _metadata_brokers(body)
     finally:
         conn.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.services import Services
+from tests.faults.services import Cluster, Services
 
 _REPORT = pytest.StashKey[list[str]]()
 
@@ -55,6 +55,20 @@ def fault_services() -> Iterator[Services]:
         yield services
     finally:
         services.close()
+
+
+@pytest.fixture(scope="session")
+def fault_cluster(fault_services: Services) -> Iterator[Cluster]:
+    """A 3-node Kafka cluster of the suite's own, started on first use, stopped at the end.
+
+    It lives in ``cluster/`` of the suite's state directory, so that a CI
+    script can stop it (``--state-dir <dir>/cluster down``) even if pytest is killed.
+    """
+    cluster = Cluster.start(fault_services.state_dir / "cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="session")

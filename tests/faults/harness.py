@@ -63,6 +63,9 @@ class FaultRun:
         pace: Seconds each handler call works before its outcome.
         padding: Bytes added to each value (the standard plan), so that the
             consumer cannot hold the whole topic in its fetch buffers.
+        replication_factor: Copies of the main topic and of the retry and
+            dead-letter topics the workers create.
+        session_timeout_ms: The workers' group session timeout.
     """
 
     def __init__(
@@ -79,6 +82,8 @@ class FaultRun:
         drain_timeout: float = 5.0,
         pace: float = 0.0,
         padding: int = 64,
+        replication_factor: int = 1,
+        session_timeout_ms: int = 6000,
     ) -> None:
         self.services = services
         self.scenario = scenario
@@ -88,6 +93,8 @@ class FaultRun:
         self._handler_timeout = handler_timeout
         self._drain_timeout = drain_timeout
         self._pace = pace
+        self.replication_factor = replication_factor
+        self._session_timeout_ms = session_timeout_ms
         suffix = uuid.uuid4().hex[:8]
         self.group = f"faults-{suffix}"
         self.topic = f"faults-{suffix}"
@@ -113,7 +120,7 @@ class FaultRun:
 
     async def __aenter__(self) -> FaultRun:
         bootstrap = self.services.bootstrap
-        await stores.create_topic(bootstrap, self.topic, self._partitions)
+        await stores.create_topic(bootstrap, self.topic, self._partitions, self.replication_factor)
         if self.backend == "postgres":
             await stores.create_schema(self.services.database_url, self._schema)
         await stores.produce(bootstrap, self.topic, self.records)
@@ -148,6 +155,10 @@ class FaultRun:
             str(self._drain_timeout),
             "--pace",
             str(self._pace),
+            "--replication-factor",
+            str(self.replication_factor),
+            "--session-timeout-ms",
+            str(self._session_timeout_ms),
         ]
         if self.backend == "postgres":
             args += ["--database-url", self.services.database_url, "--schema", self._schema]
@@ -235,17 +246,23 @@ class FaultRun:
             retry_intervals=INTERVALS,
         ).chain(self.topic)
 
-    async def _drained(self) -> bool:
-        chain = self.chain
+    @property
+    def groups(self) -> list[tuple[str, str]]:
+        """``(consumer group, topic)`` of every tier that reads a topic."""
         groups = [(self.group, self.topic)]
         if self.backend == "kafka":
             groups += [
                 (retry_group_id(self.group, tier), topic)
-                for tier, topic in enumerate(chain.retries, start=1)
+                for tier, topic in enumerate(self.chain.retries, start=1)
             ]
-        elif await stores.pending_rows(self.services.database_url, self.database, self.group):
+        return groups
+
+    async def _drained(self) -> bool:
+        if self.backend == "postgres" and await stores.pending_rows(
+            self.services.database_url, self.database, self.group
+        ):
             return False
-        return await stores.lag(self.services.bootstrap, groups) == 0
+        return await stores.lag(self.services.bootstrap, self.groups) == 0
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Everything in the run's dead letter now."""

@@ -2,7 +2,8 @@
 
 The services live in a state directory of their own, so their ports are picked
 fresh and stopping them never touches a devstack that others share. A broker
-restart keeps its data and port; so does a PostgreSQL restart.
+restart keeps its data and port; so does a PostgreSQL restart. The cluster
+scenarios get a 3-node Kafka cluster in a state directory of its own.
 """
 
 from __future__ import annotations
@@ -110,6 +111,59 @@ class Services:
         # devstack put the cluster in the temporary directory instead.
         cluster = _postgres.data_dir(self.state_dir / "postgres", _postgres.owner())
         shutil.rmtree(cluster.parent, ignore_errors=True)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+@attrs.define
+class Cluster:
+    """A 3-node Apache Kafka cluster of the suite's own (each node a broker and a voter).
+
+    Attributes:
+        state_dir: Where its nodes' data, pid records and logs live.
+        bootstrap: Every node's ``host:port``; the same after a node's restart.
+    """
+
+    state_dir: Path
+    bootstrap: str = ""
+
+    #: Nodes, as in production: topics keep 3 copies, writes need 2 in sync.
+    SIZE = 3
+
+    @classmethod
+    def start(cls, state_dir: Path) -> Cluster:
+        """Start the cluster in ``state_dir``; return once every node serves.
+
+        Raises:
+            DevstackError: A node could not be started; names its log.
+        """
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cluster = cls(state_dir)
+        try:
+            with _own_services():
+                service = devstack.start_kafka("kafka", state_dir, brokers=cls.SIZE)
+        except BaseException:
+            cluster.close()
+            raise
+        cluster.bootstrap = service.bootstrap_servers
+        return cluster
+
+    def on(self, services: Services) -> Services:
+        """``services`` with this cluster in place of their single broker (same PostgreSQL)."""
+        return Services(services.state_dir, self.bootstrap, services.database_url)
+
+    def kill(self, node: int) -> None:
+        """SIGKILL node ``node``, as a crash of its machine would; its data stays."""
+        assert devstack.stop_node(node, self.state_dir, kill=True), f"node {node} was not running"
+
+    def restart(self) -> None:
+        """Start every node that does not run on its data and ports; return once all serve."""
+        with _own_services():
+            service = devstack.start_kafka("kafka", self.state_dir, brokers=self.SIZE)
+        assert service.bootstrap_servers == self.bootstrap
+
+    def close(self) -> None:
+        """Stop every node and delete the cluster's data."""
+        devstack.stop_all(self.state_dir)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import attrs
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from kafka_retry import DatabaseConfig
 from kafka_retry.message import split_headers
@@ -22,12 +24,12 @@ _MAX_REQUEST = 4 * 1024 * 1024
 _ERROR_TYPE = "kafka-retry-error-type"
 
 
-async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` partitions."""
+async def create_topic(bootstrap: str, topic: str, partitions: int, replicas: int = 1) -> None:
+    """Create ``topic`` with ``partitions`` partitions of ``replicas`` copies each."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, replicas)])
     finally:
         await admin.close()
 
@@ -82,23 +84,82 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
 
 async def lag(bootstrap: str, groups: Sequence[tuple[str, str]]) -> int:
     """Records not yet committed, summed over ``(group, topic)`` pairs."""
+    return sum((await lags(bootstrap, groups)).values())
+
+
+async def lags(bootstrap: str, groups: Sequence[tuple[str, str]]) -> dict[TopicPartition, int]:
+    """Records not yet committed per partition of the ``(group, topic)`` pairs."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         await admin.start()
-        behind = 0
+        behind: dict[TopicPartition, int] = {}
         for group, topic in groups:
             tps = await _partitions(admin, topic)
             ends = await consumer.end_offsets(tps)
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)
             for tp in tps:
                 done = committed.get(tp)
-                behind += ends[tp] - max(0, done.offset if done is not None else 0)
+                behind[tp] = ends[tp] - max(0, done.offset if done is not None else 0)
         return behind
     finally:
         await admin.close()
         await consumer.stop()
+
+
+@attrs.frozen
+class Placement:
+    """Where one partition's copies are.
+
+    Attributes:
+        leader: The node id of its leader (-1: none).
+        replicas: The node ids holding a copy.
+        isr: The node ids of the copies in sync.
+    """
+
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+async def placements(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, Placement]:
+    """The leader, replicas and in-sync replicas of every partition of ``topics``.
+
+    Raises:
+        AssertionError: A topic does not exist.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    found = {}
+    for topic in described:
+        assert topic["error_code"] == 0 and topic["partitions"], f"no topic {topic['topic']}"
+        for partition in topic["partitions"]:
+            found[TopicPartition(topic["topic"], partition["partition"])] = Placement(
+                partition["leader"], tuple(partition["replicas"]), tuple(partition["isr"])
+            )
+    return found
+
+
+async def topic_setting(bootstrap: str, topic: str, name: str) -> str | None:
+    """The value of the setting ``name`` of ``topic`` (its own or the broker's default)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})
+        responses = await admin.describe_configs([resource])
+    finally:
+        await admin.close()
+    for response in responses:
+        for _code, _message, _kind, _name, entries in response.resources:
+            for entry in entries:
+                if entry[0] == name:
+                    return str(entry[1])
+    return None
 
 
 async def pending_rows(database_url: str, database: DatabaseConfig, group: str) -> int:

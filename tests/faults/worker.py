@@ -133,12 +133,13 @@ def config_from(args: argparse.Namespace) -> Config:
         database=database,
         handler_timeout=args.handler_timeout,
         drain_timeout=args.drain_timeout,
+        replication_factor=args.replication_factor,
         commit_interval=0.2,
         # Back-pressure soon: a tier holds ~100 records per partition, not the whole
         # topic, so that a broker outage stalls it and its recovery can be seen.
         max_in_flight=100,
         # Evict a killed member quickly; keep the rebalance bound above the drain.
-        session_timeout_ms=6000,
+        session_timeout_ms=args.session_timeout_ms,
         retry_lease=5.0,
         connect_attempts=60,
         connect_interval=0.5,
@@ -180,6 +181,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--handler-timeout", type=float, default=None)
     parser.add_argument("--drain-timeout", type=float, default=5.0)
     parser.add_argument("--pace", type=float, default=0.0)
+    parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
     return parser.parse_args(argv)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from kafka_retry import devstack
 from kafka_retry._devstack import cli as devstack_cli
-from kafka_retry._devstack import kafka, postgres, proc, wire
+from kafka_retry._devstack import cluster, kafka, postgres, proc, wire
 from kafka_retry.errors import ServiceUnavailableError
 
 
@@ -227,3 +229,150 @@ def test_cli_status_lists_every_service(capsys: pytest.CaptureFixture[str], tmp_
         ["tansu", "stopped"],
         ["postgres", "stopped"],
     ]
+
+
+def _settings(rendered: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in rendered.splitlines())
+
+
+def test_cluster_node_config_is_one_voter_of_three(tmp_path: Path) -> None:
+    """Each node of a 3-node cluster is broker and controller, every node a voter, 3 copies."""
+    cluster = [kafka.Node(1, 9092, 19092), kafka.Node(2, 9093, 19093), kafka.Node(3, 9094, 19094)]
+    settings = _settings(kafka.node_properties(data_dir=tmp_path, node=cluster[1], cluster=cluster))
+    assert settings["process.roles"] == "broker,controller"
+    assert settings["node.id"] == "2"
+    voters = "1@127.0.0.1:19092,2@127.0.0.1:19093,3@127.0.0.1:19094"
+    assert settings["controller.quorum.voters"] == voters
+    assert settings["listeners"] == "PLAINTEXT://127.0.0.1:9093,CONTROLLER://127.0.0.1:19093"
+    assert settings["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9093"
+    assert settings["log.dirs"] == str(tmp_path)
+    for key in (
+        "default.replication.factor",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "share.coordinator.state.topic.replication.factor",
+    ):
+        assert settings[key] == "3", key
+    for key in (
+        "min.insync.replicas",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.min.isr",
+    ):
+        assert settings[key] == "2", key
+
+
+@pytest.mark.parametrize(("size", "expected"), [(1, (1, 1)), (2, (2, 1)), (3, (3, 2)), (5, (3, 2))])
+def test_replication_follows_the_cluster_size(size: int, expected: tuple[int, int]) -> None:
+    """Up to 3 copies; acks=all writes go on while one node is down."""
+    assert kafka.replication(size) == expected
+
+
+def test_bootstrap_lists_every_node_in_order() -> None:
+    """Clients get every node's address, so any one of them can bootstrap."""
+    nodes = [kafka.Node(2, 9093, 1), kafka.Node(1, 9092, 2)]
+    assert kafka.bootstrap_servers(nodes) == "127.0.0.1:9092,127.0.0.1:9093"
+
+
+def test_cluster_plan_gives_every_node_its_own_ports() -> None:
+    """Six distinct free ports for three nodes; a taken preferred port is replaced."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        nodes = cluster.plan(3, first_port=taken)
+    assert [node.node_id for node in nodes] == [1, 2, 3]
+    ports = [port for node in nodes for port in (node.port, node.controller_port)]
+    assert len(set(ports)) == 6
+    assert taken not in ports
+
+
+def test_pick_ports_never_repeats_a_port() -> None:
+    """The same preferred port twice still yields two ports."""
+    port = _closed_port()
+    first, second = proc.pick_ports([port, port])
+    assert first == port
+    assert second != port
+
+
+def test_cluster_status_lists_each_node(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """With a cluster's node directories, ``status`` has one line per node instead of kafka's."""
+    for node in (3, 1, 2):
+        cluster.node_dir(tmp_path / "kafka", node).mkdir(parents=True)
+    (tmp_path / "kafka" / "node-x").mkdir()  # not a node
+    assert cluster.node_ids(tmp_path / "kafka") == [1, 2, 3]
+    assert devstack_cli.run(["--state-dir", str(tmp_path), "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["kafka-1", "stopped"],
+        ["kafka-2", "stopped"],
+        ["kafka-3", "stopped"],
+        ["tansu", "stopped"],
+        ["postgres", "stopped"],
+    ]
+    assert not devstack.is_running("kafka", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["tansu", "external"])
+def test_a_cluster_needs_apache_kafka(
+    kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Tansu and an external broker cannot be a devstack cluster: a clear error, nothing started."""
+    if kind == "external":
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    with pytest.raises(devstack.DevstackError, match="cluster of 3 brokers needs Apache Kafka"):
+        devstack.start_kafka(kind, tmp_path, brokers=3)
+    assert not (tmp_path / "kafka").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "10", "three"])
+def test_cli_refuses_a_bad_broker_count(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--brokers`` takes 1 to 9; anything else is a one-line usage error."""
+    with pytest.raises(SystemExit) as caught:
+        devstack_cli.run(["up", "--brokers", value])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--brokers" in err
+
+
+def test_metadata_answer_names_the_serving_brokers() -> None:
+    """A Metadata v4 answer is read down to its broker ids (a rack or none)."""
+
+    def broker(node_id: int, host: bytes, rack: bytes | None) -> bytes:
+        rack_part = struct.pack(">h", -1) if rack is None else struct.pack(">h", len(rack)) + rack
+        return struct.pack(">ih", node_id, len(host)) + host + struct.pack(">i", 9092) + rack_part
+
+    body = struct.pack(">ii", 0, 2) + broker(3, b"127.0.0.1", None) + broker(1, b"h", b"r1")
+    body += struct.pack(">h", -1) + struct.pack(">ii", 1, 0)  # cluster id, controller, topics
+    assert wire._metadata_brokers(body) == [1, 3]
+    with pytest.raises(wire.ProbeError):
+        wire._metadata_brokers(body[:10])
+
+
+def _pretend_running(service_dir: Path, port: int) -> None:
+    """A pid record of this very process (an empty marker is in every command line)."""
+    service_dir.mkdir(parents=True, exist_ok=True)
+    proc.write_record(service_dir, proc.Record(os.getpid(), f"127.0.0.1:{port}", "kafka", ""))
+
+
+def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path) -> None:
+    """Asking for one broker while a 3-node cluster runs is an error naming both sizes."""
+    for node in (1, 2, 3):
+        _pretend_running(cluster.node_dir(tmp_path / "kafka", node), 9091 + node)
+    with pytest.raises(devstack.DevstackError, match=r"3 broker\(s\), not 1; stop it first"):
+        devstack.start_kafka("kafka", tmp_path, brokers=1)
+    states = [state for state in devstack.status(tmp_path) if state.name == "kafka"]
+    assert [(s.label, s.running, s.address) for s in states] == [
+        ("kafka-1", True, "127.0.0.1:9092"),
+        ("kafka-2", True, "127.0.0.1:9093"),
+        ("kafka-3", True, "127.0.0.1:9094"),
+    ]
+    assert devstack.is_running("kafka", tmp_path)
+
+
+def test_a_running_broker_is_not_taken_for_a_cluster(tmp_path: Path) -> None:
+    """Asking for a cluster while one broker runs is an error; the broker's record stays."""
+    _pretend_running(tmp_path / "kafka", 9092)
+    with pytest.raises(devstack.DevstackError, match=r"1 broker\(s\), not 3"):
+        devstack.start_kafka("kafka", tmp_path, brokers=3)
+    assert proc.read_record(tmp_path / "kafka") is not None
