@@ -6,13 +6,11 @@ import importlib.util
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import pytest
-from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -25,6 +23,16 @@ from kafka_retry.runtime._tracing import (
     traceparent,
 )
 from kafka_retry.testing import TestConsumer
+from tests.tracing_support import (
+    assert_one_story,
+    attribute,
+    flaky,
+    named,
+    processing,
+    produced_headers,
+    span_id,
+    span_text,
+)
 
 SPAN = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 PROVENANCE = Provenance(
@@ -55,71 +63,6 @@ def config(**overrides: Any) -> Config:
 
 def postgres(**overrides: Any) -> Config:
     return config(retry_backend="postgres", database=DatabaseConfig(), **overrides)
-
-
-def produced_headers() -> tuple[list[tuple[str, bytes]], trace.SpanContext]:
-    """Headers with the trace context of a producer's span, and that span's context."""
-    with trace.get_tracer("producer").start_as_current_span("create product") as span:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-    return [(name, value.encode()) for name, value in carrier.items()], span.get_span_context()
-
-
-def flaky(failures: int, error: type[Exception] = RuntimeError) -> Any:
-    """A handler that fails its first ``failures`` calls."""
-    calls = 0
-
-    async def handler(message: Message) -> None:
-        nonlocal calls
-        calls += 1
-        if calls <= failures:
-            raise error(f"attempt {message.attempt} failed")
-
-    return handler
-
-
-def processing(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
-    found = [span for span in exporter.get_finished_spans() if span.kind == SpanKind.CONSUMER]
-    return sorted(found, key=lambda span: attribute(span, "kafka_retry.attempt"))
-
-
-def attribute(span: ReadableSpan, name: str) -> Any:
-    assert span.attributes is not None
-    return span.attributes[name]
-
-
-def span_id(span: ReadableSpan | None) -> int:
-    assert span is not None and span.context is not None
-    found: int = span.context.span_id
-    return found
-
-
-def named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
-    return [span for span in exporter.get_finished_spans() if span.name.startswith(prefix)]
-
-
-def span_text(span: ReadableSpan) -> str:
-    assert span.context is not None
-    return traceparent(span.context)
-
-
-def assert_one_story(
-    attempts: Sequence[ReadableSpan], producer: trace.SpanContext, *, tier: str
-) -> None:
-    """Two attempts in the producer's trace: the first failed, the second linked to it."""
-    first, second = attempts
-    for span in attempts:
-        assert span.name == "process product"
-        assert span.parent is not None and span.parent.span_id == producer.span_id
-        assert span.context is not None and span.context.trace_id == producer.trace_id
-    assert [attribute(span, "kafka_retry.attempt") for span in attempts] == [1, 2]
-    assert [attribute(span, "kafka_retry.tier") for span in attempts] == ["main", tier]
-    assert first.status.status_code == StatusCode.ERROR
-    assert first.status.description == "RuntimeError: attempt 1 failed"
-    assert [event.name for event in first.events] == ["exception"]
-    assert second.status.status_code == StatusCode.UNSET  # a later success is no failed trace
-    [link] = second.links
-    assert link.context.span_id == span_id(first)
 
 
 # The header codec
