@@ -138,7 +138,8 @@ class Tracing:
         self._config = config
         self._tier = tier
         self._final = final
-        # A failed call's span, kept from the end of the call until its Failure is built.
+        # A failed call's span, kept from the end of the call until its Failure is
+        # built (right after, on every tier; by identity, as equal records may differ).
         self._failed: dict[int, tuple[Message, str]] = {}
         self._destinations: dict[tuple[str, bool, int], str] = {}
 
@@ -190,11 +191,13 @@ class Tracing:
         kept = self._failed.pop(id(message), None)
         return kept[1] if kept is not None and kept[0] is message else None
 
-    def hand_off(self, failure: Failure, hand_off: HandOff) -> HandOff:
-        """``hand_off`` run inside a child span of the failed attempt's span.
+    def hand_off(self, failure: Failure, start: Callable[[Failure], HandOff]) -> HandOff:
+        """The hand-off ``start(failure)`` run inside a child span of the failed attempt's span.
 
         PRODUCER ``send <topic>`` on the Kafka backend, CLIENT ``INSERT
-        <schema.table>`` on the postgres backend.
+        <schema.table>`` on the postgres backend. The hand-off is made only
+        when the returned coroutine runs: one cancelled before it starts leaves
+        no coroutine unawaited behind.
         """
         previous = span_context(failure.span)
         parent = trace.set_span_in_context(trace.NonRecordingSpan(previous)) if previous else None
@@ -204,7 +207,7 @@ class Tracing:
             with self._tracer.start_as_current_span(
                 name, context=parent, kind=kind, attributes=attributes
             ):
-                await hand_off
+                await start(failure)
 
         return traced()
 

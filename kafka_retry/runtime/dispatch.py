@@ -253,13 +253,14 @@ class Dispatcher:
 
     def route(self, failure: Failure) -> HandOff:
         """The hand-off of ``failure``: to the dead letter if final, else the next tier."""
-        if failure.final:
-            hand_off = self._dead_letters.dead_letter(failure)
-        else:
-            hand_off = self._retry.schedule(failure)
         if self._tracing is not None:
-            return self._tracing.hand_off(failure, hand_off)
-        return hand_off
+            return self._tracing.hand_off(failure, self._hand_off)
+        return self._hand_off(failure)
+
+    def _hand_off(self, failure: Failure) -> HandOff:
+        if failure.final:
+            return self._dead_letters.dead_letter(failure)
+        return self._retry.schedule(failure)
 
 
 def _tracing(config: Config, tier: str, final: Callable[[BaseException], bool]) -> Tracing:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import subprocess
 import sys
 import textwrap
+from collections.abc import Coroutine
 from typing import Any
 
 import attrs
@@ -16,13 +18,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from kafka_retry import Config, ConfigError, DatabaseConfig, Message, NonRetryableError
 from kafka_retry.message import H_SPAN, Provenance, decode_provenance, is_traceparent
+from kafka_retry.retry.base import Failure
 from kafka_retry.runtime._tracing import (
     DEAD_LETTER_EVENT,
     process_attributes,
     span_context,
     traceparent,
 )
-from kafka_retry.testing import TestConsumer
+from kafka_retry.runtime.dispatch import Dispatcher
+from kafka_retry.testing import TestConsumer, VirtualClock
 from tests.tracing_support import (
     assert_one_story,
     attribute,
@@ -306,3 +310,42 @@ def test_kafka_tracing_turns_it_on_from_the_environment() -> None:
     environ = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_GROUP": "shop", "KAFKA_TOPICS": "p"}
     assert not Config.from_env(environ).tracing
     assert Config.from_env({**environ, "KAFKA_TRACING": "true"}).tracing
+
+
+async def test_a_hand_off_cancelled_before_it_starts_is_never_made(
+    spans: InMemorySpanExporter,
+) -> None:
+    """The backend's hand-off coroutine is made once the traced one runs: none is left unawaited."""
+    made: list[Failure] = []
+
+    async def stored() -> None:
+        pass
+
+    class Backend:  # notes when each hand-off coroutine is made, not when it runs
+        def schedule(self, failure: Failure) -> Coroutine[Any, Any, None]:
+            made.append(failure)
+            return stored()
+
+        dead_letter = schedule
+
+    backend = Backend()
+    dispatcher = Dispatcher(
+        config=config(),
+        handlers={"product": flaky(1)},
+        main_of={"product": "product"},
+        attempt=1,
+        retry=backend,
+        dead_letters=backend,
+        clock=VirtualClock(),
+    )
+    message = Message("product", 0, 0, None, b"lamp", (), 0, "product")
+    error = await dispatcher.invoke(message)
+    assert error is not None
+    failure = dispatcher.failure(message, error)
+    task = asyncio.create_task(dispatcher.route(failure))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert made == []
+    await dispatcher.route(failure)
+    assert made == [failure] and failure.span is not None
