@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import attrs
 
 from kafka_retry.config import DatabaseConfig
-from kafka_retry.message import Header, Message, Provenance
+from kafka_retry.message import Header, Message, Provenance, is_traceparent
 from kafka_retry.retry._pg_schema import quote
 from kafka_retry.retry.base import Failure
 
@@ -143,7 +143,7 @@ def row_message(row: Row, group: str) -> Message:
         due_at=to_epoch_ms(row["due_at"]),
         error_type=row["last_error_type"],
         error_message=row["last_error"],
-        span=row["last_span"],
+        span=_span(row["last_span"]),
     )
     return Message(
         topic=row["main_topic"],
@@ -157,6 +157,11 @@ def row_message(row: Row, group: str) -> Message:
         attempt=attempts + 1,
         provenance=provenance,
     )
+
+
+def _span(text: str | None) -> str | None:
+    """A stored span, if it is one: a row is as untrusted as a header."""
+    return text if text is not None and is_traceparent(text) else None
 
 
 def chain_indices(messages: Sequence[Message], ordering: str) -> list[list[int]]:

@@ -137,6 +137,11 @@ def test_row_message_rebuilds_the_message_and_provenance() -> None:
         error_type="ValueError",
         error_message="boom",
     )
+    span = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = row_message({**row, "last_span": span}, "group")
+    assert traced.provenance is not None and traced.provenance.span == span
+    forged = row_message({**row, "last_span": "00-not-a-span"}, "group")
+    assert forged.provenance is not None and forged.provenance.span is None
 
 
 def test_statements_use_the_quoted_table_and_bind_every_value() -> None:
