@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -95,3 +98,43 @@ async def test_off_makes_no_spans_on_kafka(
     [record] = await read_all(bootstrap, config.topic_chain(topic)[1], 1)
     assert H_SPAN not in dict(record.headers)
     assert spans.get_finished_spans() == ()
+
+
+async def test_off_a_real_consumer_never_imports_opentelemetry(
+    kafka_service: Any, unique_name: Callable[[str], str]
+) -> None:
+    """In a fresh interpreter, a consumer on Apache Kafka handles and retries without loading it."""
+    topic = unique_name("product")
+    bootstrap = kafka_service.bootstrap_servers
+    await create_topics(bootstrap, topic)
+    await produce(bootstrap, topic, [(b"sku-7", b"lamp", [("traceparent", b"00-x")])])
+    config = config_for(kafka_service, topics=[topic], retry_intervals=[0.2])
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from kafka_retry import Config, Consumer, Message
+
+        async def main() -> None:
+            done = asyncio.Event()
+
+            async def handler(message: Message) -> None:
+                if message.attempt == 1:
+                    raise RuntimeError("once")
+                done.set()
+
+            config = Config(bootstrap_servers={config.bootstrap!r}, group={config.group!r},
+                            topics=[{topic!r}], retry_intervals=[0.2], commit_interval=0.2,
+                            idempotence={config.idempotence!r})
+            async with Consumer(config, {{{topic!r}: handler}}):
+                await done.wait()
+
+        asyncio.run(main())
+        print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
+        """
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0
+    assert out.decode().strip().splitlines()[-1] == "[]"
