@@ -79,6 +79,7 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KAFKA_ORDERING": ("ordering", _text),
     "KAFKA_METRICS": ("metrics", _bool("KAFKA_METRICS")),
     "KAFKA_METRICS_INTERVAL": ("metrics_interval", _number("KAFKA_METRICS_INTERVAL", float)),
+    "KAFKA_TRACING": ("tracing", _bool("KAFKA_TRACING")),
 }
 
 #: Secrets: the variable, or ``<variable>_FILE`` naming a file that holds it.

@@ -6,6 +6,7 @@ Both are frozen attrs records, validated at construction: a bad value raises
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import ssl
@@ -48,6 +49,14 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | Non
 def _flag(_inst: object, attribute: attrs.Attribute[Any], value: bool) -> None:
     if not isinstance(value, bool):
         raise _fail(attribute.name, f"must be True or False, got {value!r}")
+
+
+def _tracing_api_installed() -> bool:
+    # Looked up, not imported: the API loads only once a consumer traces.
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except ModuleNotFoundError:  # no ``opentelemetry`` package at all
+        return False
 
 
 def _identifier(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -224,7 +233,8 @@ class Config:
     in-flight handlers, retry-table rows) are refreshed. ``tls_context``, the
     user's own ``ssl.SSLContext``, turns TLS on and is given as it is to every
     Kafka client; it replaces the ``tls_*`` settings, and two configs are equal
-    only with the same context object.
+    only with the same context object. ``tracing`` makes every handler call an
+    OpenTelemetry span (needs the ``otel`` extra).
 
     Raises:
         ConfigError: At construction, naming the first invalid field.
@@ -281,6 +291,7 @@ class Config:
     # Observability
     metrics: bool = attrs.field(default=True, validator=_flag)
     metrics_interval: float = attrs.field(default=5.0, validator=_positive)
+    tracing: bool = attrs.field(default=False, validator=_flag)
 
     @bootstrap_servers.validator
     def _check_servers(self, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -334,6 +345,11 @@ class Config:
     def _check_isolation(self, attribute: attrs.Attribute[Any], value: str) -> None:
         if value not in ("read_uncommitted", "read_committed"):
             raise _fail("isolation_level", "must be 'read_uncommitted' or 'read_committed'")
+
+    @tracing.validator
+    def _check_tracing(self, attribute: attrs.Attribute[Any], value: bool) -> None:
+        if value and not _tracing_api_installed():
+            raise _fail("tracing", "needs the OpenTelemetry API: pip install 'kafka-retry[otel]'")
 
     @non_retryable.validator
     def _check_non_retryable(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:

@@ -28,11 +28,13 @@ H_FAILED_AT = HEADER_PREFIX + "failed-at"
 H_DUE_AT = HEADER_PREFIX + "due-at"
 H_ERROR_TYPE = HEADER_PREFIX + "error-type"
 H_ERROR_MESSAGE = HEADER_PREFIX + "error-message"
+H_SPAN = HEADER_PREFIX + "span"
 
 # Bounds that a forged header cannot get past.
 _MAX_ATTEMPTS = 1_000_000
 _MAX_TIME_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 _MAX_TEXT = 65_536
+_HEX = frozenset("0123456789abcdef")
 
 
 @attrs.frozen
@@ -52,6 +54,9 @@ class Provenance:
         due_at: The earliest time the next attempt may run.
         error_type: The qualified name of the exception of the last attempt.
         error_message: Its text, truncated.
+        span: The span of the failed attempt in W3C ``traceparent`` form
+            (``00-<trace id>-<span id>-<flags>``), when tracing was on; the
+            next attempt's span links to it. None otherwise.
     """
 
     attempts: int
@@ -64,10 +69,11 @@ class Provenance:
     due_at: int
     error_type: str
     error_message: str
+    span: str | None = None
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """Encode as ``kafka-retry-*`` headers (ASCII decimals and UTF-8 text)."""
-        return [
+        headers = [
             (H_ATTEMPTS, str(self.attempts).encode()),
             (H_TOPIC, self.original_topic.encode()),
             (H_PARTITION, str(self.original_partition).encode()),
@@ -79,6 +85,9 @@ class Provenance:
             (H_ERROR_TYPE, self.error_type.encode()),
             (H_ERROR_MESSAGE, self.error_message.encode("utf-8", "replace")),
         ]
+        if self.span is not None:
+            headers.append((H_SPAN, self.span.encode("ascii")))
+        return headers
 
 
 @attrs.frozen(slots=False)  # a dict class: attrs then sets fields in __init__ ~35% faster
@@ -148,6 +157,32 @@ def _text(fields: dict[str, bytes], name: str) -> str | None:
     return raw[:_MAX_TEXT].decode("utf-8", "replace")
 
 
+def is_traceparent(text: str) -> bool:
+    """Whether ``text`` has the W3C ``traceparent`` form of version 00.
+
+    ``00-`` then 32 and 16 lowercase hex digits (not all zero) and two for the
+    flags, joined by dashes; what :attr:`Provenance.span` holds.
+    """
+    parts = text.split("-")
+    if len(parts) != 4 or parts[0] != "00":
+        return False
+    _, trace_id, span_id, flags = parts
+    return (
+        (len(trace_id), len(span_id), len(flags)) == (32, 16, 2)
+        and set(trace_id + span_id + flags) <= _HEX
+        and trace_id != "0" * 32
+        and span_id != "0" * 16
+    )
+
+
+def _span(fields: dict[str, bytes]) -> str | None:
+    raw = fields.get(H_SPAN)
+    if raw is None or len(raw) != 55:
+        return None
+    text = raw.decode("ascii", "replace")
+    return text if is_traceparent(text) else None
+
+
 def decode_provenance(fields: dict[str, bytes]) -> Provenance | None:
     """Parse provenance headers; None when any field is missing or out of bounds."""
     attempts = _int(fields, H_ATTEMPTS, 1, _MAX_ATTEMPTS)
@@ -174,6 +209,7 @@ def decode_provenance(fields: dict[str, bytes]) -> Provenance | None:
         due_at=due_at,
         error_type=_text(fields, H_ERROR_TYPE) or "",
         error_message=_text(fields, H_ERROR_MESSAGE) or "",
+        span=_span(fields),
     )
 
 

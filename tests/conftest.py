@@ -10,15 +10,20 @@ services instead; ``KAFKA_RETRY_TEST_BROKER=tansu`` picks the Tansu broker.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
 from kafka_retry import devstack
 from kafka_retry.testing.pytest_plugin import worker_state_dir
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 _INTEGRATION = Path(__file__).parent / "integration"
 
@@ -28,6 +33,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.integration)
+
+
+def _forget_tracer_provider() -> None:
+    """Let the next test set OpenTelemetry's global tracer provider (it may be set once)."""
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tracer_provider() -> Iterator[None]:
+    """A tracer provider that a test (or a docs sample) set is gone after it."""
+    yield
+    if "opentelemetry.trace" in sys.modules:
+        _forget_tracer_provider()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The spans the test makes: an SDK tracer provider, set globally, exporting in memory."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _forget_tracer_provider()
+    trace.set_tracer_provider(provider)
+    yield exporter
+    provider.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -305,6 +305,7 @@ class TablePoller:
             outcome.failed_at.append(to_datetime(failure.failed_at))
             outcome.error_types.append(clean_text(failure.error_type))
             outcome.errors.append(clean_text(failure.error_message))
+            outcome.spans.append(failure.span)
         return outcome
 
     async def _record(self, outcome: Outcome) -> None:

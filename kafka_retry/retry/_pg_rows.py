@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import attrs
 
 from kafka_retry.config import DatabaseConfig
-from kafka_retry.message import Header, Message, Provenance
+from kafka_retry.message import Header, Message, Provenance, is_traceparent
 from kafka_retry.retry._pg_schema import quote
 from kafka_retry.retry.base import Failure
 
@@ -121,6 +121,7 @@ def insert_params(failure: Failure, state: str, due_ms: int) -> tuple[object, ..
         to_datetime(failure.failed_at),
         clean_text(failure.error_type),
         clean_text(failure.error_message),
+        origin.span,
     )
 
 
@@ -142,6 +143,7 @@ def row_message(row: Row, group: str) -> Message:
         due_at=to_epoch_ms(row["due_at"]),
         error_type=row["last_error_type"],
         error_message=row["last_error"],
+        span=_span(row["last_span"]),
     )
     return Message(
         topic=row["main_topic"],
@@ -155,6 +157,11 @@ def row_message(row: Row, group: str) -> Message:
         attempt=attempts + 1,
         provenance=provenance,
     )
+
+
+def _span(text: str | None) -> str | None:
+    """A stored span, if it is one: a row is as untrusted as a header."""
+    return text if text is not None and is_traceparent(text) else None
 
 
 def chain_indices(messages: Sequence[Message], ordering: str) -> list[list[int]]:
@@ -193,12 +200,13 @@ INSERT_COLUMNS = (
     "failed_at",
     "last_error_type",
     "last_error",
+    "last_span",
 )
 _COLUMNS = ", ".join(INSERT_COLUMNS)
 _RETURNED = (
     "r.id, r.main_topic, r.kafka_partition, r.kafka_offset, r.message_key, r.message_value,"
     " r.header_names, r.header_values, r.message_timestamp, r.attempts, r.due_at,"
-    " r.failed_at, r.last_error_type, r.last_error"
+    " r.failed_at, r.last_error_type, r.last_error, r.last_span"
 )
 # Guards every write of a poller: the row is still ours, at our tier, and pending.
 _OURS = "r.claimed_by = $2 AND r.attempts = $3 AND r.state = 'pending'"
@@ -263,14 +271,15 @@ class Statements:
     @property
     def fail(self) -> str:
         """$1 ids, $2 worker id, $3 attempts (the tier), then per row: $4 state,
-        $5 due_at, $6 failed_at, $7 error type, $8 error text."""
+        $5 due_at, $6 failed_at, $7 error type, $8 error text, $9 span."""
         return (
             f"UPDATE {self.table} AS r SET state = u.state, attempts = r.attempts + 1,"
             " due_at = u.due_at, failed_at = u.failed_at, last_error_type = u.error_type,"
-            " last_error = u.error, claimed_until = NULL, claimed_by = NULL,"
-            " updated_at = now()"
+            " last_error = u.error, last_span = u.span, claimed_until = NULL,"
+            " claimed_by = NULL, updated_at = now()"
             " FROM unnest($1::bigint[], $4::text[], $5::timestamptz[], $6::timestamptz[],"
-            " $7::text[], $8::text[]) AS u(id, state, due_at, failed_at, error_type, error)"
+            " $7::text[], $8::text[], $9::text[])"
+            " AS u(id, state, due_at, failed_at, error_type, error, span)"
             f" WHERE r.id = u.id AND {_OURS}"
         )
 

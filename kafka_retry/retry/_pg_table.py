@@ -46,6 +46,7 @@ class Outcome:
     failed_at: list[dt.datetime] = attrs.Factory(list)
     error_types: list[str] = attrs.Factory(list)
     errors: list[str] = attrs.Factory(list)
+    spans: list[str | None] = attrs.Factory(list)
     released: list[int] = attrs.Factory(list)
 
     @property
@@ -176,6 +177,7 @@ class PgRows:
                     outcome.failed_at,
                     outcome.error_types,
                     outcome.errors,
+                    outcome.spans,
                 )
                 changed += affected_rows(status)
             if outcome.released:

@@ -46,6 +46,8 @@ class Failure:
         failed_at: When it failed, milliseconds since the epoch.
         group: The consumer group.
         final: True when it goes to the dead letter (non-retryable or exhausted).
+        span: The failed attempt's span (W3C ``traceparent`` form) when tracing
+            is on, carried to the next attempt as :attr:`Provenance.span`.
     """
 
     message: Message
@@ -54,6 +56,7 @@ class Failure:
     failed_at: int
     group: str
     final: bool
+    span: str | None = None
 
     @property
     def attempts(self) -> int:
@@ -81,6 +84,7 @@ class Failure:
             due_at=due_at,
             error_type=self.error_type,
             error_message=self.error_message,
+            span=self.span,
         )
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
@@ -14,6 +14,9 @@ from kafka_retry.config import Config
 from kafka_retry.errors import NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
 from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend, describe_error
+
+if TYPE_CHECKING:
+    from kafka_retry.runtime._tracing import Tracing
 
 log = logging.getLogger("kafka_retry")
 
@@ -89,6 +92,7 @@ class Dispatcher:
             NonRetryableError,
             *config.non_retryable,
         )
+        self._tracing = _tracing(config, tier, self.is_final) if config.tracing else None
 
     @property
     def topics(self) -> list[str]:
@@ -180,8 +184,9 @@ class Dispatcher:
             succeeded(perf_counter() - started)
             return None
 
-        self._callers[topic] = call
-        return call
+        built: Call = call if self._tracing is None else self._tracing.wrap(topic, call)
+        self._callers[topic] = built
+        return built
 
     def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
         """Classify what a handler raised: return it as a failure, or re-raise it.
@@ -211,7 +216,7 @@ class Dispatcher:
         error_type, error_message = describe_error(error, self._config.error_max_length)
         if isinstance(error, TimeoutError) and self._timeout is not None:
             error_message = f"handler timed out after {self._timeout}s"
-        final = self._exhausted or isinstance(error, self._non_retryable)
+        final = self.is_final(error)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
         log.warning(
             "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
@@ -239,10 +244,27 @@ class Dispatcher:
             failed_at=int(self._clock.time() * 1000),
             group=self._config.group,
             final=final,
+            span=None if self._tracing is None else self._tracing.failed_span(message),
         )
+
+    def is_final(self, error: BaseException) -> bool:
+        """Whether a handler's ``error`` sends its message to the dead letter."""
+        return self._exhausted or isinstance(error, self._non_retryable)
 
     def route(self, failure: Failure) -> HandOff:
         """The hand-off of ``failure``: to the dead letter if final, else the next tier."""
+        if self._tracing is not None:
+            return self._tracing.hand_off(failure, self._hand_off)
+        return self._hand_off(failure)
+
+    def _hand_off(self, failure: Failure) -> HandOff:
         if failure.final:
             return self._dead_letters.dead_letter(failure)
         return self._retry.schedule(failure)
+
+
+def _tracing(config: Config, tier: str, final: Callable[[BaseException], bool]) -> Tracing:
+    # Imported here: it imports OpenTelemetry, which stays unloaded without tracing.
+    from kafka_retry.runtime._tracing import Tracing
+
+    return Tracing(config, tier, final)

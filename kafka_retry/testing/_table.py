@@ -161,9 +161,10 @@ class MemoryRetryTable:
             outcome.failed_at,
             outcome.error_types,
             outcome.errors,
+            outcome.spans,
             strict=True,
         )
-        for row_id, state, due, failed_at, error_type, error in failed:
+        for row_id, state, due, failed_at, error_type, error, span in failed:
             for row in self._ours([row_id], worker, tier):
                 row.update(
                     state=state,
@@ -172,6 +173,7 @@ class MemoryRetryTable:
                     failed_at=failed_at,
                     last_error_type=error_type,
                     last_error=error,
+                    last_span=span,
                 )
                 changed += _release(row, now)
                 if state == PENDING:

@@ -89,7 +89,7 @@ def test_insert_params_of_a_first_failure() -> None:
     assert decode_headers(params[6], params[7]) == HEADERS  # type: ignore[arg-type]
     assert params[8:11] == (1_700_000_000_123, 1, "pending")
     assert params[11:13] == (to_datetime(61_000), to_datetime(1_000))
-    assert params[13:] == ("ValueError", "boom\ufffd")
+    assert params[13:] == ("ValueError", "boom\ufffd", None)
 
 
 def test_insert_params_keep_the_original_position_of_a_retry() -> None:
@@ -119,6 +119,7 @@ def test_row_message_rebuilds_the_message_and_provenance() -> None:
         "failed_at": dt.datetime(1970, 1, 1, 0, 0, 8, tzinfo=dt.UTC),
         "last_error_type": "ValueError",
         "last_error": "boom",
+        "last_span": None,
     }
     rebuilt = row_message(row, "group")
     assert (rebuilt.topic, rebuilt.partition, rebuilt.offset) == ("orders", 3, 42)
@@ -136,6 +137,11 @@ def test_row_message_rebuilds_the_message_and_provenance() -> None:
         error_type="ValueError",
         error_message="boom",
     )
+    span = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = row_message({**row, "last_span": span}, "group")
+    assert traced.provenance is not None and traced.provenance.span == span
+    forged = row_message({**row, "last_span": "00-not-a-span"}, "group")
+    assert forged.provenance is not None and forged.provenance.span is None
 
 
 def test_statements_use_the_quoted_table_and_bind_every_value() -> None:
@@ -156,7 +162,7 @@ def test_statements_use_the_quoted_table_and_bind_every_value() -> None:
     for statement in statements:
         assert '"retries"."jobs"' in statement
     assert "FOR UPDATE SKIP LOCKED" in sql.claim
-    assert sql.insert.count("$") == 15
+    assert sql.insert.count("$") == 16
 
 
 def keyed(partition: int, key: bytes | None, topic: str = "orders") -> Message:
