@@ -253,12 +253,14 @@ class TablePoller:
         """A chain's handler calls, in order: one row each, or batches for a batch handler.
 
         A chain holds the claimed rows of one main topic and partition (batch
-        handlers need ``ordering="partition"``), in due order; its batch handler
-        gets them ``max_size`` at a time. A claim never waits for more rows.
+        handlers need ``ordering="partition"``); every one is due, so its batch
+        handler gets them in offset order, as on Kafka, ``max_size`` at a time.
+        A claim never waits for more rows.
         """
         spec = self._dispatcher.batch_handler(batch[indices[0]][1].main_topic)
         if spec is None:
             return [[index] for index in indices]
+        indices = sorted(indices, key=lambda index: batch[index][1].offset)
         size = spec.max_size
         return [indices[start : start + size] for start in range(0, len(indices), size)]
 

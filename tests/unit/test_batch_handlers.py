@@ -382,7 +382,7 @@ def test_a_batch_handler_must_be_async() -> None:
     def many(messages: list[Message]) -> None:
         pass
 
-    with pytest.raises(SetupError, match=r"batch handler .*many for topic 'events' must be an async"):
+    with pytest.raises(SetupError, match=r"handler .*many for topic 'events' must be an async"):
         Consumer(make_config()).batch_handler("events")(many)  # type: ignore[type-var]
     with pytest.raises(SetupError, match="must be an async function"):
         Consumer(make_config(), batch_handlers={"events": many})
