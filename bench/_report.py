@@ -79,6 +79,13 @@ def _rate_rows() -> list[Row]:
             "rate",
             "msg/s",
         ),
+        Row(
+            throughput,
+            "kafka-retry main tier, batch handler of 100, metrics on",
+            scenario("kafka-retry-batch100-metrics-on"),
+            "rate",
+            "msg/s",
+        ),
         # Below 1.0 the consumer waited on the broker part of the window.
         Row(throughput, "CPU busy share: raw aiokafka", scenario("raw"), "cpu_share", "", 2),
         Row(
@@ -230,6 +237,17 @@ RATIOS: list[Ratio] = [
     Ratio(
         "kafka-retry batch handler / per-message handler (metrics on)",
         "kafka-retry-batch-metrics-on",
+        "kafka-retry-metrics-on",
+    ),
+    Ratio(
+        "kafka-retry batch handler of 100 (metrics on) / raw aiokafka",
+        "kafka-retry-batch100-metrics-on",
+        "raw",
+        1.0,
+    ),
+    Ratio(
+        "kafka-retry batch handler of 100 / per-message handler (metrics on)",
+        "kafka-retry-batch100-metrics-on",
         "kafka-retry-metrics-on",
     ),
     Ratio("ordering key / ordering partition (issue #7)", "ordering-key", "ordering-partition", 20),

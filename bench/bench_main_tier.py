@@ -80,7 +80,9 @@ async def measure(
     kind = "message" if batch_size is None else f"batch of {batch_size}"
     label = f"kafka-retry ordering={config.ordering} {kind} metrics={metrics} on {broker.kind}"
     print_rate(label, meter)
-    scenario = "kafka-retry" if batch_size is None else "kafka-retry-batch"
+    scenario = "kafka-retry"
+    if batch_size is not None:  # the default max_size keeps the plain name
+        scenario += "-batch" if batch_size == 500 else f"-batch{batch_size}"
     return throughput_result(
         f"{scenario}-metrics-{metrics}",
         broker,

@@ -121,8 +121,8 @@ def throughput(runner: Runner, sizes: Sizes, runs: int) -> str:
             runner.run("bench_faststream", *common, *limit, round=round_)
         for metrics in ("off", "on"):
             runner.run("bench_main_tier", *common, "--metrics", metrics, round=round_)
-        for metrics in ("off", "on"):
-            batch = ["--handler", "batch", "--metrics", metrics]
+        for metrics, size in (("off", 500), ("on", 500), ("on", 100)):
+            batch = ["--handler", "batch", "--max-size", str(size), "--metrics", metrics]
             runner.run("bench_main_tier", *common, *batch, round=round_)
     return topic
 

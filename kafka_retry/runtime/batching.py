@@ -66,6 +66,7 @@ class BatchPartitionWorker(PartitionWorker):
             try:
                 if self._closing:
                     break  # not handled, not done: redelivered to the next owner
+                self._raise_handoff_error()
                 await self._handle(call, records)
             finally:
                 self.buffered -= len(records)
