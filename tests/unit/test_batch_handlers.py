@@ -265,6 +265,43 @@ async def test_the_done_prefix_waits_for_a_failed_message_hand_off() -> None:
     await worker.stop(1.0)
 
 
+async def test_a_stop_while_a_batch_gathers_leaves_it_for_the_next_owner() -> None:
+    """A partial batch still waiting for max_wait at the stop is neither handled nor committed."""
+    consumer = Consumer(make_config())
+
+    @consumer.batch_handler("events", max_size=100, max_wait=60.0)
+    async def on_events(messages: list[Message]) -> None:
+        pass
+
+    async with TestConsumer(consumer) as t:
+        await t.publish("events", b"a")
+        await t.settle()
+    assert t.batches == []
+    assert t.broker.committed("shop", "events") is None
+
+
+async def test_handler_timeout_bounds_the_whole_batch_call() -> None:
+    """A batch call past handler_timeout fails each of its messages with the timeout."""
+    consumer = Consumer(make_config(handler_timeout=0.01))
+    never = asyncio.Event()
+
+    @consumer.batch_handler("events", max_size=10, max_wait=0)
+    async def on_events(messages: list[Message]) -> None:
+        if messages[0].attempt == 1:
+            await never.wait()
+
+    t = TestConsumer(consumer)
+    for n in range(2):
+        await t.publish("events", b"%d" % n)
+    async with t:
+        await t.drain()
+    [retried] = [b for b in t.batches if b[0].attempt == 2]
+    assert [m.value for m in retried] == [b"0", b"1"]
+    assert {m.provenance.error_message for m in retried if m.provenance} == {
+        "handler timed out after 0.01s"
+    }
+
+
 async def test_batch_failed_naming_a_stranger_fails_the_batch_with_a_clear_error() -> None:
     """A BatchFailed key not in the batch fails every message with a ValueError naming it."""
     batch = [message(0), message(1)]
