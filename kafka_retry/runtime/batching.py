@@ -84,6 +84,9 @@ class BatchPartitionWorker(PartitionWorker):
             remaining = deadline - self._clock.time()
             if remaining <= 0:
                 break
+            # Waiting for more: a partition paused for back-pressure must fetch again
+            # now, not after this batch, or the batch waits for records never fetched.
+            self._on_drained(self.tp)
             self._wakeup.clear()
             timer = self._clock.call_later(remaining, self._wakeup.set)
             try:

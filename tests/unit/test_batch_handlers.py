@@ -26,7 +26,7 @@ from kafka_retry.retry.base import Failure
 from kafka_retry.retry.table import SUCCEEDED
 from kafka_retry.runtime.batching import BatchPartitionWorker
 from kafka_retry.runtime.dispatch import Dispatcher, batch_errors
-from kafka_retry.testing import TestConsumer
+from kafka_retry.testing import TestConsumer, VirtualClock
 
 
 def make_config(backend: Literal["kafka", "postgres"] = "kafka", **fields: Any) -> Config:
@@ -300,6 +300,30 @@ async def test_handler_timeout_bounds_the_whole_batch_call() -> None:
     assert {m.provenance.error_message for m in retried if m.provenance} == {
         "handler timed out after 0.01s"
     }
+
+
+async def test_a_gathering_batch_lets_a_paused_partition_fetch_again() -> None:
+    """While a batch waits for more records, the tier hears it may resume the partition."""
+    drained = asyncio.Event()
+    handled: list[list[Message]] = []
+
+    async def on_events(messages: list[Message]) -> None:
+        handled.append(messages)
+
+    spec = BatchHandler(on_events, 10, 60.0)
+    dispatcher = dispatcher_for(GatedBackend(), on_events)
+    tp = TopicPartition("events", 0)
+    clock = VirtualClock()
+    worker = BatchPartitionWorker(tp, dispatcher, 10, lambda tp: drained.set(), clock, spec)
+    worker.start()
+    worker.submit([record(0), record(1)])
+    await drained.wait()
+    assert handled == []  # still gathering: max_wait of clock time has not passed
+    clock.advance(60.0)
+    while not handled:
+        await asyncio.sleep(0)
+    assert [offsets(batch) for batch in handled] == [[0, 1]]
+    await worker.stop(1.0)
 
 
 async def test_batch_failed_naming_a_stranger_fails_the_batch_with_a_clear_error() -> None:
