@@ -305,10 +305,12 @@ async def test_handler_timeout_bounds_the_whole_batch_call() -> None:
 async def test_a_gathering_batch_lets_a_paused_partition_fetch_again() -> None:
     """While a batch waits for more records, the tier hears it may resume the partition."""
     drained = asyncio.Event()
+    called = asyncio.Event()
     handled: list[list[Message]] = []
 
     async def on_events(messages: list[Message]) -> None:
         handled.append(messages)
+        called.set()
 
     spec = BatchHandler(on_events, 10, 60.0)
     dispatcher = dispatcher_for(GatedBackend(), on_events)
@@ -320,8 +322,7 @@ async def test_a_gathering_batch_lets_a_paused_partition_fetch_again() -> None:
     await drained.wait()
     assert handled == []  # still gathering: max_wait of clock time has not passed
     clock.advance(60.0)
-    while not handled:
-        await asyncio.sleep(0)
+    await called.wait()
     assert [offsets(batch) for batch in handled] == [[0, 1]]
     await worker.stop(1.0)
 
