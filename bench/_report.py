@@ -65,6 +65,27 @@ def _rate_rows() -> list[Row]:
             "rate",
             "msg/s",
         ),
+        Row(
+            throughput,
+            "kafka-retry main tier, batch handler of 500, metrics off",
+            scenario("kafka-retry-batch-metrics-off"),
+            "rate",
+            "msg/s",
+        ),
+        Row(
+            throughput,
+            "kafka-retry main tier, batch handler of 500, metrics on",
+            scenario("kafka-retry-batch-metrics-on"),
+            "rate",
+            "msg/s",
+        ),
+        Row(
+            throughput,
+            "kafka-retry main tier, batch handler of 100, metrics on",
+            scenario("kafka-retry-batch100-metrics-on"),
+            "rate",
+            "msg/s",
+        ),
         # Below 1.0 the consumer waited on the broker part of the window.
         Row(throughput, "CPU busy share: raw aiokafka", scenario("raw"), "cpu_share", "", 2),
         Row(
@@ -200,6 +221,34 @@ RATIOS: list[Ratio] = [
         "kafka-retry (metrics on) / FastStream default (auto-commit)",
         "kafka-retry-metrics-on",
         "faststream-default",
+    ),
+    Ratio(
+        "kafka-retry batch handler (metrics on) / raw aiokafka (issue #20)",
+        "kafka-retry-batch-metrics-on",
+        "raw",
+        1.0,
+    ),
+    Ratio(
+        "kafka-retry batch handler (metrics off) / raw aiokafka",
+        "kafka-retry-batch-metrics-off",
+        "raw",
+        1.0,
+    ),
+    Ratio(
+        "kafka-retry batch handler / per-message handler (metrics on)",
+        "kafka-retry-batch-metrics-on",
+        "kafka-retry-metrics-on",
+    ),
+    Ratio(
+        "kafka-retry batch handler of 100 (metrics on) / raw aiokafka",
+        "kafka-retry-batch100-metrics-on",
+        "raw",
+        1.0,
+    ),
+    Ratio(
+        "kafka-retry batch handler of 100 / per-message handler (metrics on)",
+        "kafka-retry-batch100-metrics-on",
+        "kafka-retry-metrics-on",
     ),
     Ratio("ordering key / ordering partition (issue #7)", "ordering-key", "ordering-partition", 20),
 ]

@@ -2,9 +2,11 @@
 
 The consumer has one retry tier (idle here, as in a healthy service) and
 commits only what its handler finished, the at-least-once guarantee that
-FastStream gives with ``ack_policy=ACK``::
+FastStream gives with ``ack_policy=ACK``. ``--handler batch`` measures a no-op
+batch handler (``max_size`` 500, ``max_wait`` 0.05 s) instead::
 
     python -m bench.bench_main_tier --bootstrap 127.0.0.1:9092 --kind kafka --metrics off
+    python -m bench.bench_main_tier --bootstrap 127.0.0.1:9092 --kind kafka --handler batch
 """
 
 from __future__ import annotations
@@ -53,20 +55,40 @@ def config_for(
     )
 
 
-async def measure(broker: Broker, config: Config, meter: Meter) -> dict[str, Any]:
-    """Consume the config's topic from the start with a no-op handler."""
+async def measure(
+    broker: Broker, config: Config, meter: Meter, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Consume the topic from the start with a no-op handler (a batch one with ``batch_size``)."""
 
     async def no_op(message: Message) -> None:
         meter.hit()
 
+    async def no_op_batch(messages: list[Message]) -> None:
+        hit = meter.hit
+        for _ in messages:
+            hit()
+
     topic = config.topics[0]
-    async with Consumer(config, {topic: no_op}):
+    consumer = Consumer(config)
+    if batch_size is None:
+        consumer.handler(topic)(no_op)
+    else:
+        consumer.batch_handler(topic, max_size=batch_size)(no_op_batch)
+    async with consumer:
         await meter.done.wait()
     metrics = "on" if config.metrics else "off"
-    label = f"kafka-retry ordering={config.ordering} metrics={metrics} on {broker.kind}"
+    kind = "message" if batch_size is None else f"batch of {batch_size}"
+    label = f"kafka-retry ordering={config.ordering} {kind} metrics={metrics} on {broker.kind}"
     print_rate(label, meter)
+    scenario = "kafka-retry"
+    if batch_size is not None:  # the default max_size keeps the plain name
+        scenario += "-batch" if batch_size == 500 else f"-batch{batch_size}"
     return throughput_result(
-        f"kafka-retry-metrics-{metrics}", broker, meter, ordering=config.ordering
+        f"{scenario}-metrics-{metrics}",
+        broker,
+        meter,
+        ordering=config.ordering,
+        batch_size=batch_size,
     )
 
 
@@ -76,11 +98,14 @@ async def main_async(argv: list[str]) -> None:
     parser.add_argument("--metrics", choices=["on", "off"], default="off")
     parser.add_argument("--ordering", choices=["partition", "key", "none"], default="partition")
     parser.add_argument("--max-in-flight", type=int, default=1000)
+    parser.add_argument("--handler", choices=["message", "batch"], default="message")
+    parser.add_argument("--max-size", type=int, default=500, help="batch handler's max_size")
     args = parser.parse_args(argv)
     broker = broker_of(args)
     topic = await records_topic(broker, args)
     config = config_for(broker, topic, args.metrics == "on", args.ordering, args.max_in_flight)
-    emit(await within(args.timeout, measure(broker, config, meter_of(args))))
+    batch_size = args.max_size if args.handler == "batch" else None
+    emit(await within(args.timeout, measure(broker, config, meter_of(args), batch_size)))
 
 
 if __name__ == "__main__":

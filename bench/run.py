@@ -108,7 +108,7 @@ def records_topic(bootstrap: str, count: int, partitions: int = 6, size: int = 2
 
 
 def throughput(runner: Runner, sizes: Sizes, runs: int) -> str:
-    """Interleaved rounds: raw, FastStream (both policies), kafka-retry (metrics off/on)."""
+    """Interleaved rounds: raw, FastStream (both policies), kafka-retry (metrics off/on), batch."""
     topic = records_topic(runner.bootstrap, sizes.records)
     common = ["--topic", topic, "--messages", str(sizes.records)]
     for round_ in range(runs):
@@ -121,6 +121,9 @@ def throughput(runner: Runner, sizes: Sizes, runs: int) -> str:
             runner.run("bench_faststream", *common, *limit, round=round_)
         for metrics in ("off", "on"):
             runner.run("bench_main_tier", *common, "--metrics", metrics, round=round_)
+        for metrics, size in (("off", 500), ("on", 500), ("on", 100)):
+            batch = ["--handler", "batch", "--max-size", str(size), "--metrics", metrics]
+            runner.run("bench_main_tier", *common, *batch, round=round_)
     return topic
 
 

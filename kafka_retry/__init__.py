@@ -6,6 +6,7 @@ from kafka_retry._decoding import Decoder, default_decoder
 from kafka_retry.config import Config, DatabaseConfig
 from kafka_retry.errors import (
     AuthenticationError,
+    BatchFailed,
     ConfigError,
     ConsumerStateError,
     DeadLetterError,
@@ -23,6 +24,7 @@ from kafka_retry.topology import TopicChain, default_topic_name
 
 __all__ = [
     "AuthenticationError",
+    "BatchFailed",
     "Config",
     "ConfigError",
     "Consumer",

@@ -10,6 +10,7 @@ registry is collected.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from itertools import accumulate
 
 from prometheus_client.metrics_core import (
@@ -23,6 +24,12 @@ HANDLED = "kafka_retry_messages_handled"
 HANDLED_DOC = "Messages whose attempt ended, by main topic, tier and outcome."
 DURATION = "kafka_retry_handler_duration_seconds"
 DURATION_DOC = "Time spent in the handler, by main topic and tier."
+BATCH_SIZE = "kafka_retry_batch_size"
+BATCH_SIZE_DOC = "Messages per batch handler call, by main topic and tier."
+BATCH_DURATION = "kafka_retry_batch_duration_seconds"
+BATCH_DURATION_DOC = "Time spent in a batch handler call, by main topic and tier."
+#: Upper bounds of the batch size histogram.
+SIZE_BOUNDS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
 
 class _Durations:
@@ -62,6 +69,9 @@ class EventTally:
         self.bounds = bounds
         self.handled: dict[tuple[str, str, str], int] = {}
         self.durations: dict[tuple[str, str], _Durations] = {}
+        #: Batch handler calls: their durations and their sizes, per (tier, topic).
+        self.batch_durations: dict[tuple[str, str], _Durations] = {}
+        self.batch_sizes: dict[tuple[str, str], _Durations] = {}
 
     def count(self, tier: str, topic: str, outcome: str) -> None:
         """One more attempt of ``topic`` ended on ``tier`` with ``outcome``."""
@@ -76,6 +86,22 @@ class EventTally:
             series = self.durations[tier, topic] = _Durations(self.bounds)
         return series
 
+    def batch_recorder(self, tier: str, topic: str) -> Callable[[int, int, float], None]:
+        """What to call after each batch call of ``topic`` on ``tier``: ``(size, failed, s)``."""
+        key = (tier, topic)
+        durations = self.batch_durations.setdefault(key, _Durations(self.bounds))
+        sizes = self.batch_sizes.setdefault(key, _Durations(SIZE_BOUNDS))
+        success = (tier, topic, "success")
+        handled = self.handled
+
+        def record(size: int, failed: int, seconds: float) -> None:
+            durations.success(seconds)
+            sizes.success(size)
+            if size > failed:
+                handled[success] = handled.get(success, 0) + size - failed
+
+        return record
+
     def observe(self, tier: str, topic: str, seconds: float) -> None:
         """One more failed handler call of ``topic`` on ``tier`` took ``seconds``."""
         series = self.series(tier, topic)
@@ -89,14 +115,20 @@ class EventCollector:
 
     def __init__(self, tally: EventTally) -> None:
         self._tally = tally
-        # The same ``le`` spelling as prometheus_client's own histograms ("1.0", "+Inf").
-        les = [floatToGoString(bound) for bound in tally.bounds]  # type: ignore[no-untyped-call]
-        self._les: list[str] = [*les, "+Inf"]
+        self._les = _les(tally.bounds)
+        self._size_les = _les(SIZE_BOUNDS)
 
-    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily, HistogramMetricFamily, HistogramMetricFamily, HistogramMetricFamily
+    ]:
+        labels = ("topic", "tier")
         return (
             CounterMetricFamily(HANDLED, HANDLED_DOC, labels=("topic", "tier", "outcome")),
-            HistogramMetricFamily(DURATION, DURATION_DOC, labels=("topic", "tier")),
+            HistogramMetricFamily(DURATION, DURATION_DOC, labels=labels),
+            HistogramMetricFamily(BATCH_SIZE, BATCH_SIZE_DOC, labels=labels),
+            HistogramMetricFamily(BATCH_DURATION, BATCH_DURATION_DOC, labels=labels),
         )
 
     def describe(self) -> list[Metric]:
@@ -105,7 +137,7 @@ class EventCollector:
 
     def collect(self) -> list[Metric]:
         """The current counts."""
-        handled, durations = self._families()
+        handled, durations, batch_sizes, batch_durations = self._families()
         counts = dict(self._tally.handled)
         series_now = dict(self._tally.durations)
         for (tier, topic), series in series_now.items():
@@ -114,8 +146,22 @@ class EventCollector:
                 counts[key] = counts.get(key, 0) + series.successes
         for (tier, topic, outcome), number in counts.items():
             handled.add_metric([topic, tier, outcome], number)
-        for (tier, topic), series in series_now.items():
-            cumulative = list(accumulate(series.counts))
-            buckets = list(zip(self._les, cumulative, strict=True))
-            durations.add_metric([topic, tier], buckets, series.total)
-        return [handled, durations]
+        _add_histograms(durations, series_now, self._les)
+        _add_histograms(batch_sizes, dict(self._tally.batch_sizes), self._size_les)
+        _add_histograms(batch_durations, dict(self._tally.batch_durations), self._les)
+        return [handled, durations, batch_sizes, batch_durations]
+
+
+def _les(bounds: tuple[float, ...]) -> list[str]:
+    """The same ``le`` spelling as prometheus_client's own histograms ("1.0", "+Inf")."""
+    les = [floatToGoString(bound) for bound in bounds]  # type: ignore[no-untyped-call]
+    return [*les, "+Inf"]
+
+
+def _add_histograms(
+    family: HistogramMetricFamily, series_now: dict[tuple[str, str], _Durations], les: list[str]
+) -> None:
+    for (tier, topic), series in series_now.items():
+        cumulative = list(accumulate(series.counts))
+        buckets = list(zip(les, cumulative, strict=True))
+        family.add_metric([topic, tier], buckets, series.total)

@@ -117,6 +117,12 @@ async def close_within_bound(what: str, close: Callable[[], Awaitable[object]]) 
     )
 
 
+async def finish_late_closes() -> None:
+    """Wait for the closings that outlived :data:`CLOSE_BOUND` (tests; a clean exit)."""
+    if _closing:
+        await asyncio.wait(set(_closing))
+
+
 def _closed_late(closing: asyncio.Future[Any]) -> None:
     _closing.discard(closing)
     if not closing.cancelled() and closing.exception() is not None:

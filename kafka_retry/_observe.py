@@ -20,6 +20,16 @@ class Observer(Protocol):
         """
         ...
 
+    def batch_recorder(self, tier: str, topic: str) -> Callable[[int, int, float], None]:
+        """A function to call after each batch handler call, with ``(size, failed, seconds)``.
+
+        Asked once per tier and topic, like :meth:`success_recorder`. It counts
+        the ``size - failed`` messages that succeeded as ``handled`` with
+        outcome ``success`` (the failed ones are counted by :meth:`handled`),
+        and observes the batch's size and duration.
+        """
+        ...
+
     def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
         """A failed handler call on ``tier`` for main topic ``topic`` took ``seconds``."""
 
@@ -40,11 +50,18 @@ def _ignore(seconds: float) -> None:
     pass
 
 
+def _ignore_batch(size: int, failed: int, seconds: float) -> None:
+    pass
+
+
 class NullObserver:
     """Reports nowhere."""
 
     def success_recorder(self, tier: str, topic: str) -> Callable[[float], None]:
         return _ignore
+
+    def batch_recorder(self, tier: str, topic: str) -> Callable[[int, int, float], None]:
+        return _ignore_batch
 
     def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
         pass

@@ -14,14 +14,21 @@ aiokafka and asyncpg are translated at the boundary with ``raise ... from exc``.
     │   └── AuthenticationError  credentials refused (SASL, PostgreSQL password or certificate)
     ├── ConsumerStateError     a lifecycle call that the state forbids
     ├── DeadLetterError        a dead-letter operation that cannot be done
+    ├── BatchFailed            raised by a batch handler: these messages of the batch failed
     └── NonRetryableError      raised by a handler: dead-letter at once
         └── DecodeError        a value does not decode into the handler's payload type
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from kafka_retry.message import Message
+
 __all__ = [
     "AuthenticationError",
+    "BatchFailed",
     "ConfigError",
     "ConsumerStateError",
     "DeadLetterError",
@@ -128,3 +135,40 @@ class DecodeError(NonRetryableError):
     (the decoder's validation message) is recorded as its error. A custom
     decoder raises it for data that no retry can fix.
     """
+
+
+class BatchFailed(KafkaRetryError):
+    """Raised by a batch handler when only some messages of its batch failed.
+
+    Each message named here is handed to its own next tier with its own error
+    (a :class:`NonRetryableError` dead-letters it at once); every other message
+    of the batch succeeded. An empty mapping means none failed.
+
+    Args:
+        failures: The failed messages of the batch, each with its error.
+
+    Attributes:
+        failures: The same mapping, read-only.
+
+    Raises:
+        TypeError: A key is not a ``Message`` or a value is not an exception instance.
+    """
+
+    def __init__(self, failures: Mapping[Message, BaseException]) -> None:
+        checked: dict[Message, BaseException] = {}
+        for message, error in failures.items():
+            if not isinstance(message, Message):
+                raise TypeError(
+                    f"BatchFailed maps the batch's Message objects to errors, got key {message!r}"
+                )
+            if not isinstance(error, Exception):
+                raise TypeError(
+                    f"BatchFailed needs an exception instance for "
+                    f"{message.topic}[{message.partition}]@{message.offset}, got {error!r}"
+                )
+            checked[message] = error
+        self.failures: Mapping[Message, BaseException] = MappingProxyType(checked)
+        super().__init__(f"{len(checked)} message(s) of the batch failed")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (dict(self.failures),))

@@ -67,7 +67,9 @@ class Metrics:
     Get them with :meth:`for_registry`: constructing them twice in one registry
     would register duplicate names. ``events`` holds the per-message counter
     and histogram (``kafka_retry_messages_handled_total``,
-    ``kafka_retry_handler_duration_seconds``) as plain numbers, read at scrape time.
+    ``kafka_retry_handler_duration_seconds``) and the batch handlers' histograms
+    (``kafka_retry_batch_size``, ``kafka_retry_batch_duration_seconds``) as
+    plain numbers, read at scrape time.
     """
 
     events: EventTally
@@ -153,6 +155,10 @@ class PrometheusObserver:
     def success_recorder(self, tier: str, topic: str) -> Callable[[float], None]:
         """The series' own method: no lookup and no extra call layer per message."""
         return self._events.series(tier, topic).success
+
+    def batch_recorder(self, tier: str, topic: str) -> Callable[[int, int, float], None]:
+        """Counts the batch's successes and observes its size and duration."""
+        return self._events.batch_recorder(tier, topic)
 
     def handler_duration(self, tier: str, topic: str, seconds: float) -> None:
         """Observe one failed handler call."""

@@ -25,7 +25,7 @@ from kafka_retry.retry._pg_rows import (
     to_epoch_ms,
 )
 from kafka_retry.retry._pg_table import Outcome, RetryRows
-from kafka_retry.runtime.dispatch import Dispatcher
+from kafka_retry.runtime.dispatch import BatchCall, Dispatcher
 
 log = logging.getLogger("kafka_retry")
 
@@ -39,7 +39,8 @@ class TablePoller:
     A claim takes up to ``retry_batch_size`` rows with ``FOR UPDATE SKIP LOCKED``
     and leases them for ``retry_lease`` seconds to this worker, so concurrent
     pollers (here or in other processes) never get the same row while the lease
-    holds. The batch's handlers run as ``config.ordering`` says; then one
+    holds. The batch's handlers run as ``config.ordering`` says (a batch
+    handler gets the claimed rows of each partition in batches); then one
     transaction marks the rows succeeded, moves them on to tier ``k + 1`` or
     dead-letters them.
     Database errors are logged and retried with capped backoff.
@@ -80,6 +81,7 @@ class TablePoller:
         self._drain_timer: Cancellable | None = None
         self._stop_at: float | None = None
         self._writing: asyncio.Task[None] | None = None
+        self._batch_calls: dict[str, BatchCall] = {}
 
     def request_stop(self) -> None:
         """Finish the batch in flight (within ``drain_timeout``), then end :meth:`run`."""
@@ -217,11 +219,11 @@ class TablePoller:
 
         async def run_chain(indices: list[int]) -> None:
             nonlocal crashed
-            for index in indices:
+            for step in self._steps(indices, batch):
                 if crashed:
                     return
                 try:
-                    results[index] = await self._dispatcher.invoke(batch[index][1])
+                    await self._run_step(step, batch, results)
                 except BaseException:
                     crashed = True
                     raise
@@ -246,6 +248,39 @@ class TablePoller:
                 await self._record_at_once(batch, results)
                 raise crash
         return self._outcome(batch, results)
+
+    def _steps(self, indices: list[int], batch: list[tuple[int, Message]]) -> list[list[int]]:
+        """A chain's handler calls, in order: one row each, or batches for a batch handler.
+
+        A chain holds the claimed rows of one main topic and partition (batch
+        handlers need ``ordering="partition"``); every one is due, so its batch
+        handler gets them in offset order, as on Kafka, ``max_size`` at a time.
+        A claim never waits for more rows.
+        """
+        spec = self._dispatcher.batch_handler(batch[indices[0]][1].main_topic)
+        if spec is None:
+            return [[index] for index in indices]
+        indices = sorted(indices, key=lambda index: batch[index][1].offset)
+        size = spec.max_size
+        return [indices[start : start + size] for start in range(0, len(indices), size)]
+
+    async def _run_step(
+        self,
+        step: list[int],
+        batch: list[tuple[int, Message]],
+        results: dict[int, BaseException | None],
+    ) -> None:
+        dispatcher = self._dispatcher
+        first = batch[step[0]][1]
+        if dispatcher.batch_handler(first.main_topic) is None:
+            results[step[0]] = await dispatcher.invoke(first)
+            return
+        call = self._batch_calls.get(first.main_topic)
+        if call is None:
+            call = self._batch_calls[first.main_topic] = dispatcher.batch_caller(first.main_topic)
+        errors = await call([batch[index][1] for index in step])
+        for position, index in enumerate(step):
+            results[index] = None if errors is None else errors[position]
 
     async def _record_at_once(
         self, batch: list[tuple[int, Message]], results: dict[int, BaseException | None]

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from kafka_retry import _kafka
+from kafka_retry._batch import BatchHandler
 from kafka_retry._clock import Clock
 from kafka_retry._kafka import KafkaTransport
 from kafka_retry._observe import Observer
@@ -35,6 +36,7 @@ class TierBuilder:
         transport: Makes the Kafka clients.
         producer: The consumer's started producer (hand-offs to topics use it).
         stack: Closes what is opened here, after the tiers have ended.
+        batch_handlers: Batch handler per main topic (the topics not in ``handlers``).
     """
 
     config: Config
@@ -44,6 +46,7 @@ class TierBuilder:
     transport: KafkaTransport
     producer: Any
     stack: contextlib.AsyncExitStack
+    batch_handlers: Mapping[str, BatchHandler] = attrs.field(factory=dict)
 
     def dispatcher(
         self,
@@ -64,6 +67,7 @@ class TierBuilder:
             clock=self.clock,
             observer=self.observer,
             tier=tier,
+            batch_handlers=self.batch_handlers,
         )
 
     async def kafka_tier(

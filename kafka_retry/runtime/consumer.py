@@ -11,6 +11,13 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kafka_retry import _kafka
+from kafka_retry._batch import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MAX_WAIT,
+    BatchHandler,
+    batch_handler,
+)
+from kafka_retry._batch import batch_handlers as _batch_handlers
 from kafka_retry._clock import Clock, SystemClock
 from kafka_retry._decoding import Decoder
 from kafka_retry._kafka import AIOKafkaTransport, KafkaTransport
@@ -37,6 +44,7 @@ __all__ = ["Consumer", "ConsumerState"]
 log = logging.getLogger("kafka_retry")
 
 H = TypeVar("H", bound=AnyHandler)
+B = TypeVar("B", bound=Callable[..., Any])
 
 
 class Consumer:
@@ -46,6 +54,8 @@ class Consumer:
         config: The settings.
         handlers: Handler per main topic; or register them with :meth:`handler`.
             Each signature is read here: see :meth:`handler`.
+        batch_handlers: Batch handler per main topic, with the default limits
+            (500 messages, 0.05 s); or register them with :meth:`batch_handler`.
         clock: Time source (the in-memory test mode passes a virtual clock).
         transport: Makes the Kafka clients (the in-memory test mode passes its broker).
         observer: Receives what happens; by default the Prometheus metrics of
@@ -60,7 +70,9 @@ class Consumer:
     ``async with consumer:`` to run it in the background of a block.
 
     Raises:
-        SetupError: A handler's signature has no usable shape or payload type.
+        SetupError: A handler's signature has no usable shape or payload type,
+            a topic has both a handler and a batch handler, or a batch handler
+            is given with an ``ordering`` other than ``"partition"``.
     """
 
     def __init__(
@@ -68,6 +80,7 @@ class Consumer:
         config: Config,
         handlers: Mapping[str, AnyHandler] | None = None,
         *,
+        batch_handlers: Mapping[str, Callable[..., Any] | BatchHandler] | None = None,
         clock: Clock | None = None,
         transport: KafkaTransport | None = None,
         observer: Observer | None = None,
@@ -76,6 +89,9 @@ class Consumer:
     ) -> None:
         self.config = config
         self._handlers: dict[str, Handler] = adapt_handlers(handlers or {}, config.decoder)
+        self._batch_handlers: dict[str, BatchHandler] = {}
+        for topic, spec in _batch_handlers(batch_handlers or {}).items():
+            self._add_batch_handler(topic, spec)
         self._clock: Clock = clock or SystemClock()
         self._transport: KafkaTransport = transport or AIOKafkaTransport()
         self._retry_table = retry_table
@@ -135,6 +151,11 @@ class Consumer:
         def register(function: H) -> H:
             if self._state is not ConsumerState.NEW:
                 raise ConsumerStateError("handlers can only be added before the consumer starts")
+            if topic in self._batch_handlers:
+                raise SetupError(
+                    f"topic {topic!r} has a batch handler already; a topic has a handler "
+                    "or a batch handler, not both"
+                )
             chosen = decoder or self.config.decoder
             self._handlers[topic] = adapt_handler(
                 function, topic, chosen, explicit=decoder is not None
@@ -143,15 +164,76 @@ class Consumer:
 
         return register
 
+    @property
+    def batch_handlers(self) -> Mapping[str, BatchHandler]:
+        """The batch handler of each topic that has one, with its limits, read-only."""
+        return MappingProxyType(self._batch_handlers)
+
+    def batch_handler(
+        self, topic: str, *, max_size: int = DEFAULT_MAX_SIZE, max_wait: float = DEFAULT_MAX_WAIT
+    ) -> Callable[[B], B]:
+        """Register the decorated function as ``topic``'s batch handler; return it unchanged.
+
+        It is ``async def h(messages: list[Message]) -> None`` and gets records
+        of one partition, in offset order: up to ``max_size`` of them, taken
+        within ``max_wait`` seconds of the first. Returning means every message
+        succeeded; raising :class:`~kafka_retry.BatchFailed` fails the ones it
+        names; any other exception fails them all. Each failed message goes on
+        to its next tier on its own.
+
+        Args:
+            topic: The main topic.
+            max_size: The most messages one call gets (>= 1).
+            max_wait: Seconds a batch waits for more after its first message (>= 0).
+
+        Raises:
+            ConfigError: ``max_size`` or ``max_wait`` is out of range (named).
+            SetupError: The function is not async or does not take a list of
+                Messages, the topic has a per-message handler, or
+                ``config.ordering`` is not ``"partition"``.
+            ConsumerStateError: The consumer has started.
+        """
+
+        def register(function: B) -> B:
+            if self._state is not ConsumerState.NEW:
+                raise ConsumerStateError("handlers can only be added before the consumer starts")
+            self._add_batch_handler(topic, batch_handler(function, topic, max_size, max_wait))
+            return function
+
+        return register
+
+    def _add_batch_handler(self, topic: str, spec: BatchHandler) -> None:
+        if topic in self._handlers:
+            raise SetupError(
+                f"topic {topic!r} has a handler already; a topic has a handler or a "
+                "batch handler, not both"
+            )
+        ordering = self.config.ordering
+        if ordering != "partition":
+            raise SetupError(
+                f"batch handler for topic {topic!r}: batch handlers need "
+                f"ordering='partition' (config.ordering is {ordering!r})"
+            )
+        self._batch_handlers[topic] = spec
+
     def _check_handlers(self) -> None:
         topics = set(self.config.topics)
-        unknown = sorted(set(self._handlers) - topics)
+        both = sorted(set(self._handlers) & set(self._batch_handlers))
+        if both:
+            raise SetupError(
+                f"topic(s) {', '.join(both)} have a handler and a batch handler; one of them only"
+            )
+        unknown = sorted((set(self._handlers) | set(self._batch_handlers)) - topics)
         if unknown:
             raise SetupError(
                 f"handler for unknown topic(s) {', '.join(unknown)}; "
                 f"configured topics: {', '.join(self.config.topics)}"
             )
-        missing = [t for t in self.config.topics if t not in self._handlers]
+        missing = [
+            t
+            for t in self.config.topics
+            if t not in self._handlers and t not in self._batch_handlers
+        ]
         if missing:
             raise SetupError(f"no handler for topic(s) {', '.join(missing)}")
         for topic, function in self._handlers.items():
@@ -204,6 +286,7 @@ class Consumer:
                 transport=self._transport,
                 producer=producer,
                 stack=stack,
+                batch_handlers=self._batch_handlers,
             )
             self._tiers = await self._build_tiers(builder)
             if self._stop_requested.is_set():

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from kafka_retry._batch import BatchHandler
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
-from kafka_retry.errors import NonRetryableError
+from kafka_retry.errors import BatchFailed, NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
 from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend, describe_error
 
@@ -24,6 +25,8 @@ log = logging.getLogger("kafka_retry")
 Handler = Callable[[Message], Awaitable[Any]]
 #: One handler call: the error the handler failed with, or None.
 Call = Callable[[Message], Coroutine[Any, Any, BaseException | None]]
+#: One batch handler call: per message, the error it failed with (or None); None if all succeeded.
+BatchCall = Callable[[list[Message]], Coroutine[Any, Any, "list[BaseException | None] | None"]]
 #: The hand-off of a failure to its next tier, not yet started.
 HandOff = Coroutine[Any, Any, None]
 
@@ -59,6 +62,7 @@ class Dispatcher:
         clock: Time source.
         observer: Receives durations and outcomes.
         tier: The tier's name, for the observer.
+        batch_handlers: Batch handler per main topic (topics not in ``handlers``).
     """
 
     def __init__(
@@ -73,8 +77,10 @@ class Dispatcher:
         clock: Clock,
         observer: Observer | None = None,
         tier: str = "main",
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
     ) -> None:
         self._config = config
+        self._batch_handlers = batch_handlers or {}
         self.observer: Observer = observer or NullObserver()
         self.tier = tier
         self._callers: dict[str, Call] = {}
@@ -188,8 +194,57 @@ class Dispatcher:
         self._callers[topic] = built
         return built
 
+    def batch_handler(self, topic: str) -> BatchHandler | None:
+        """The batch handler of main topic ``topic``, or None when it has a per-message one."""
+        return self._batch_handlers.get(topic)
+
+    def batch_caller(self, topic: str) -> BatchCall:
+        """The batch handler call of main topic ``topic``: :meth:`caller` for a batch.
+
+        The same protocol as :meth:`caller`, once per batch: the messages count
+        in :attr:`running` while the call runs, ``handler_timeout`` bounds the
+        whole call, and what ends the consumer propagates. It returns None when
+        the handler returned, else one error per message (None for those that
+        succeeded): the named ones of a :class:`BatchFailed`, or what the
+        handler raised for every message. The handler gets its own copy of the
+        list, so what it does to it cannot change the outcome.
+        """
+        handler = self._batch_handlers[topic].function
+        record = self.observer.batch_recorder(self.tier, topic)
+        timeout = self._timeout
+        escalate = self.escalate
+
+        async def call(messages: list[Message]) -> list[BaseException | None] | None:
+            size = len(messages)
+            self.running += size
+            started = perf_counter()
+            try:
+                if timeout is None:
+                    await handler(messages[:])
+                else:
+                    async with asyncio.timeout(timeout):
+                        await handler(messages[:])
+            except BaseException as exc:
+                escalate(exc)
+                errors = batch_errors(messages, exc)
+                record(size, sum(error is not None for error in errors), perf_counter() - started)
+                return errors
+            finally:
+                self.running -= size
+            record(size, 0, perf_counter() - started)
+            return None
+
+        return call
+
     def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
-        """Classify what a handler raised: return it as a failure, or re-raise it.
+        """Classify what a handler raised: return it as a failure, or re-raise it (see escalate)."""
+        self.escalate(error)
+        self.observer.handler_duration(self.tier, topic, perf_counter() - started)
+        return error
+
+    @staticmethod
+    def escalate(error: BaseException) -> None:
+        """Re-raise what a handler raised if it must end the consumer; return for a failure.
 
         Re-raised: cancellation of the calling task, and ``BaseException``
         subclasses that are not ``Exception`` (KeyboardInterrupt and SystemExit
@@ -204,8 +259,6 @@ class Dispatcher:
             raise HandlerInterrupt(error) from error
         elif not isinstance(error, Exception):
             raise error
-        self.observer.handler_duration(self.tier, topic, perf_counter() - started)
-        return error
 
     def main_topic_of(self, topic: str) -> str:
         """The main topic whose handler runs for records of ``topic``."""
@@ -268,3 +321,26 @@ def _tracing(config: Config, tier: str, final: Callable[[BaseException], bool]) 
     from kafka_retry.runtime._tracing import Tracing
 
     return Tracing(config, tier, final)
+
+
+def batch_errors(messages: list[Message], error: BaseException) -> list[BaseException | None]:
+    """Per message of a batch, the error it failed with: what a batch handler raised, spread.
+
+    A :class:`BatchFailed` fails the messages it names; one that names a
+    message not in the batch is a mistake in the handler, and fails the whole
+    batch with a ``ValueError`` saying so (nothing is lost, the log tells why).
+    Any other error fails every message.
+    """
+    if not isinstance(error, BatchFailed):
+        return [error] * len(messages)
+    failures = error.failures
+    known = set(messages)
+    strangers = [m for m in failures if m not in known]
+    if strangers:
+        named = ", ".join(f"{m.topic}[{m.partition}]@{m.offset}" for m in strangers[:5])
+        mistake = ValueError(
+            f"BatchFailed names {len(strangers)} message(s) that are not in this batch: {named}"
+        )
+        mistake.__cause__ = error
+        return [mistake] * len(messages)
+    return [failures.get(message) for message in messages]

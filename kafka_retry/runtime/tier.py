@@ -16,6 +16,7 @@ from kafka_retry._clock import Cancellable, Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
+from kafka_retry.runtime.batching import BatchPartitionWorker
 from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
 from kafka_retry.runtime.dispatch import Dispatcher
 from kafka_retry.runtime.partition import PartitionWorker
@@ -339,7 +340,7 @@ class KafkaTier:
     def _new_worker(self, tp: TopicPartition) -> Worker:
         ordering = self._config.ordering
         if ordering == "partition":
-            return PartitionWorker(tp, self._dispatcher, self._config.max_in_flight, self._drained)
+            return self._partition_worker(tp)
         by_key = ordering == "key"
         return ConcurrentPartitionWorker(
             tp,
@@ -349,6 +350,15 @@ class KafkaTier:
             self._drained,
             run_ahead=self._config.max_run_ahead,
         )
+
+    def _partition_worker(self, tp: TopicPartition) -> PartitionWorker:
+        """The in-order worker of ``tp``: in batches if its main topic has a batch handler."""
+        dispatcher = self._dispatcher
+        pending = self._config.max_in_flight
+        spec = dispatcher.batch_handler(dispatcher.main_topic_of(tp.topic))
+        if spec is None:
+            return PartitionWorker(tp, dispatcher, pending, self._drained)
+        return BatchPartitionWorker(tp, dispatcher, pending, self._drained, self._clock, spec)
 
     def assign(self, assigned: set[TopicPartition]) -> None:
         """Rebalance: start a worker for each newly assigned partition.

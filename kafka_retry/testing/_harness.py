@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import inspect
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
+import attrs
 from aiokafka import ConsumerRecord
 from aiokafka.structs import RecordMetadata
 
+from kafka_retry._batch import batch_handlers as batch_handlers_of
 from kafka_retry._typed import AnyHandler, adapt_handlers
 from kafka_retry.config import Config
-from kafka_retry.errors import ConsumerStateError
+from kafka_retry.errors import BatchFailed, ConsumerStateError
 from kafka_retry.message import Header, Message
 from kafka_retry.retry.table import DEAD_LETTERED
 from kafka_retry.runtime.consumer import Consumer
@@ -54,6 +56,8 @@ class TestConsumer:
         consumer: The application's :class:`~kafka_retry.Consumer` (only its
             config and handlers are used; it is not started), or a Config.
         handlers: Handlers per main topic; they replace the consumer's for those topics.
+        batch_handlers: Batch handlers per main topic (functions, with the default
+            limits); they replace the consumer's for those topics.
         broker: The broker; by default a new one on ``clock``.
         clock: The virtual clock; by default the broker's, or a new one.
         partitions: Partitions of each main topic created here.
@@ -69,6 +73,7 @@ class TestConsumer:
         consumer: Consumer | Config,
         handlers: Mapping[str, AnyHandler] | None = None,
         *,
+        batch_handlers: Mapping[str, AnyHandler] | None = None,
         broker: MemoryBroker | None = None,
         clock: VirtualClock | None = None,
         partitions: int = 1,
@@ -78,8 +83,13 @@ class TestConsumer:
         if isinstance(consumer, Consumer):
             config = consumer.config
             given = {**consumer.handlers, **adapt_handlers(handlers or {}, config.decoder)}
+            batches = {**consumer.batch_handlers, **batch_handlers_of(batch_handlers or {})}
         else:
             config, given = consumer, adapt_handlers(handlers or {}, consumer.decoder)
+            batches = batch_handlers_of(batch_handlers or {})
+        # A topic given a handler here drops the consumer's batch handler, and back.
+        given = {topic: h for topic, h in given.items() if topic not in (batch_handlers or {})}
+        batches = {topic: b for topic, b in batches.items() if topic not in (handlers or {})}
         if clock is None:
             clock = broker.clock if broker and isinstance(broker.clock, VirtualClock) else None
         self.clock: VirtualClock = clock or VirtualClock()
@@ -96,15 +106,22 @@ class TestConsumer:
             self.table = MemoryRetryTable(self.clock, where)
         #: Every message a handler got, in the order the calls started.
         self.calls: list[Message] = []
-        #: Every finished handler call, in the order they finished.
+        #: Every finished handler call, in the order they finished (one per message of a batch).
         self.history: list[Call] = []
+        #: Every batch a batch handler got, in the order the calls started.
+        self.batches: list[list[Message]] = []
         self._running: dict[int, Message] = {}
         self._call_ids = itertools.count()
         recorded = {topic: self._recorded(handler) for topic, handler in given.items()}
+        recorded_batches = {
+            topic: attrs.evolve(spec, function=self._recorded_batch(spec.function))
+            for topic, spec in batches.items()
+        }
         #: The consumer that runs: ``config`` and the recorded handlers, in memory.
         self.consumer = Consumer(
             config,
             recorded,
+            batch_handlers=recorded_batches,
             clock=self.clock,
             transport=self.transport,
             retry_table=self.table,
@@ -143,6 +160,31 @@ class TestConsumer:
             finally:
                 del self._running[call_id]
                 self.history.append(Call(message, started, self.clock.time(), error))
+
+        return recorded
+
+    def _recorded_batch(self, function: Callable[[list[Message]], Awaitable[Any]]) -> Any:
+        async def recorded(messages: list[Message]) -> None:
+            ids = [next(self._call_ids) for _ in messages]
+            started = self.clock.time()
+            self.batches.append(list(messages))
+            self.calls.extend(messages)
+            self._running.update(zip(ids, messages, strict=True))
+            error: BaseException | None = None
+            try:
+                await function(messages)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                for call_id in ids:
+                    del self._running[call_id]
+                finished = self.clock.time()
+                for message in messages:
+                    failed = error
+                    if isinstance(error, BatchFailed):
+                        failed = error.failures.get(message)
+                    self.history.append(Call(message, started, finished, failed))
 
         return recorded
 
@@ -379,5 +421,6 @@ class MakeTestConsumer(Protocol):
         consumer: Consumer | Config,
         handlers: Mapping[str, AnyHandler] | None = None,
         *,
+        batch_handlers: Mapping[str, AnyHandler] | None = None,
         partitions: int = 1,
     ) -> TestConsumer: ...

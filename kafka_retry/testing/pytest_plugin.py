@@ -50,17 +50,23 @@ def make_test_consumer(
 ) -> MakeTestConsumer:
     """Make TestConsumers on ``memory_broker`` and ``virtual_clock``; run each with ``async with``.
 
-    ``test_consumer(consumer_or_config, handlers=None, *, partitions=1)``.
+    ``test_consumer(consumer_or_config, handlers=None, *, batch_handlers=None, partitions=1)``.
     """
 
     def make(
         consumer: Consumer | Config,
         handlers: Mapping[str, AnyHandler] | None = None,
         *,
+        batch_handlers: Mapping[str, AnyHandler] | None = None,
         partitions: int = 1,
     ) -> TestConsumer:
         return TestConsumer(
-            consumer, handlers, broker=memory_broker, clock=virtual_clock, partitions=partitions
+            consumer,
+            handlers,
+            batch_handlers=batch_handlers,
+            broker=memory_broker,
+            clock=virtual_clock,
+            partitions=partitions,
         )
 
     return make

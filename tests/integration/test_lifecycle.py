@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kafka_retry import Consumer, ConsumerState, Message, SetupError
+from kafka_retry import Consumer, ConsumerState, Message, SetupError, _kafka
 
 from .support import config_for, create_topics, eventually, fresh, produce
 
@@ -66,6 +66,8 @@ async def test_stop_before_the_first_assignment_returns_promptly(
         assert not slow.cancelled  # the first is still draining: nothing waited for it
         slow.release.set()
     assert first.state is ConsumerState.STOPPED
+    # The second's client closes once its join returns: not left to a closed loop.
+    await _kafka.finish_late_closes()
 
 
 async def test_a_consumer_that_dies_ends_the_async_with_block(kafka_service: Any) -> None:
