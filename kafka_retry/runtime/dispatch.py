@@ -43,6 +43,13 @@ class HandlerInterrupt(BaseException):
         self.interrupt = interrupt
 
 
+def _timed_out(timeout: float | None, cause: BaseException) -> TimeoutError:
+    """The error recorded for a call that ``handler_timeout`` cut short."""
+    error = TimeoutError(f"handler timed out after {timeout}s")
+    error.__cause__ = cause
+    return error
+
+
 class Dispatcher:
     """Runs handlers for one tier and routes their failures.
 
@@ -165,15 +172,20 @@ class Dispatcher:
         caught = self.caught
 
         async def call(message: Message) -> BaseException | None:
+            scope: asyncio.Timeout | None = None
             self.running += 1
             started = perf_counter()
             try:
                 if timeout is None:
                     await handler(message)
                 else:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(timeout) as scope:
                         await handler(message)
             except BaseException as exc:
+                if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
+                    # Only an expired scope is our timeout; a handler's own
+                    # TimeoutError (say, from its HTTP client) is reported as itself.
+                    return caught(_timed_out(timeout, exc), topic, started)
                 return caught(exc, topic, started)
             finally:
                 self.running -= 1
@@ -209,8 +221,6 @@ class Dispatcher:
     def failure(self, message: Message, error: BaseException) -> Failure:
         """Describe a failed attempt (and log it): final when non-retryable or exhausted."""
         error_type, error_message = describe_error(error, self._config.error_max_length)
-        if isinstance(error, TimeoutError) and self._timeout is not None:
-            error_message = f"handler timed out after {self._timeout}s"
         final = self._exhausted or isinstance(error, self._non_retryable)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
         log.warning(
