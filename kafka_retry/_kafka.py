@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import BrokerResponseError, KafkaConnectionError, KafkaError
 
 from kafka_retry._handshake import classify, diagnose
 from kafka_retry._tls import client_context
@@ -231,18 +231,46 @@ async def start_admin(config: Config, transport: KafkaTransport) -> Any:
 
 
 async def start_producer(config: Config, transport: KafkaTransport) -> Any:
-    """The producer that forwards failures: acks=all, idempotent unless turned off."""
+    """The producer that forwards failures: acks=all, idempotent unless turned off.
+
+    Raises:
+        SetupError: The broker answers but refuses an idempotent producer (it
+            hands out no producer ids); raised at the first attempt.
+        ServiceUnavailableError: Kafka stayed unreachable; see :func:`start_within_bound`.
+    """
 
     async def start() -> Any:
         producer = transport.producer(config)
         try:
             await producer.start()
-        except BaseException:
+        except BaseException as exc:
             await producer.stop()
+            if _refused_idempotence(config, producer, exc):
+                raise _idempotence_error(config, exc) from exc
             raise
         return producer
 
     return await start_within_bound(config, "Kafka", start)
+
+
+def _refused_idempotence(config: Config, producer: Any, error: BaseException) -> bool:
+    # aiokafka retries a lost connection or a moving coordinator itself; a
+    # broker error that reaches start() after the metadata came back (so not a
+    # SASL refusal) is the broker's answer to InitProducerId, and retrying
+    # cannot change it.
+    if not config.idempotence or not isinstance(error, BrokerResponseError) or error.retriable:
+        return False
+    cluster = getattr(getattr(producer, "client", None), "cluster", None)
+    return bool(cluster is not None and cluster.brokers())
+
+
+def _idempotence_error(config: Config, error: BaseException) -> SetupError:
+    return SetupError(
+        f"Kafka at {config.bootstrap} is reachable but refused an idempotent producer"
+        f" ({type(error).__name__}: {error}); a broker that hands out no producer ids"
+        " (Tansu, some Kafka-compatible services) needs idempotence=False"
+        " (KAFKA_IDEMPOTENCE=false)"
+    )
 
 
 async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
