@@ -285,6 +285,7 @@ class Config:
     non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
     create_topics: bool = True
     replication_factor: int = attrs.field(default=1)
+    dead_letter_retention_ms: int | None = attrs.field(default=None)
     idempotence: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = attrs.field(default="earliest")
     isolation_level: Literal["read_uncommitted", "read_committed"] = attrs.field(
@@ -314,6 +315,13 @@ class Config:
             host, sep, port = server.rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise _fail("bootstrap_servers", f"{server!r} is not host:port")
+
+    @dead_letter_retention_ms.validator
+    def _check_dead_letter_retention(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < -1 or value == 0:
+            raise _fail(attribute.name, f"must be >= 1, or -1 to keep forever, got {value!r}")
 
     @group.validator
     def _check_group(self, attribute: attrs.Attribute[Any], value: str) -> None:

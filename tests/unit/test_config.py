@@ -102,6 +102,9 @@ def test_intervals_accept_comma_separated_string() -> None:
         ),
         ({"tls_cert_file": "client.pem"}, "tls_cert_file"),
         ({"replication_factor": 0}, "replication_factor"),
+        ({"dead_letter_retention_ms": 0}, "dead_letter_retention_ms"),
+        ({"dead_letter_retention_ms": -2}, "dead_letter_retention_ms"),
+        ({"dead_letter_retention_ms": "forever"}, "dead_letter_retention_ms"),
     ],
 )
 def test_invalid_settings_name_the_field(overrides: dict[str, Any], field: str) -> None:
