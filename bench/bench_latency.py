@@ -143,6 +143,7 @@ async def with_kafka_retry(broker: Broker, topic: str, latencies: Latencies, sta
         idempotence=broker.idempotence,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        drain_timeout=2.0,  # the rebalance timeout must cover the drain
     )
 
     async def handler(message: Message) -> None:

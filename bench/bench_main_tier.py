@@ -52,6 +52,7 @@ def config_for(
         max_in_flight=max_in_flight,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        drain_timeout=2.0,  # the rebalance timeout must cover the drain
     )
 
 

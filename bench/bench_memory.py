@@ -91,6 +91,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         ordering=args.ordering,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        drain_timeout=2.0,  # the rebalance timeout must cover the drain
         **({"max_buffered_bytes": args.max_buffered_bytes} if args.max_buffered_bytes else {}),
     )
     handled = 0

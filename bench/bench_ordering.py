@@ -56,6 +56,7 @@ async def measure(
         max_in_flight=args.max_in_flight,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        drain_timeout=2.0,  # the rebalance timeout must cover the drain
     )
     limit = args.limit if ordering == "partition" else None
     meter = Meter(args.messages, limit)

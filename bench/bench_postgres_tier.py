@@ -106,6 +106,7 @@ async def run(args: argparse.Namespace, broker: Broker) -> dict[str, Any]:
             idempotence=broker.idempotence,
             session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
             rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+            drain_timeout=2.0,  # the rebalance timeout must cover the drain
         )
         handled = 0
         first: float | None = None

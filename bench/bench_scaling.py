@@ -72,6 +72,7 @@ async def run_worker(args: argparse.Namespace) -> None:
         ordering=args.ordering,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        drain_timeout=2.0,  # the rebalance timeout must cover the drain
     )
     progress = Progress()
     delay = args.handler_ms / 1000

@@ -65,6 +65,10 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
         "replication_factor",
         _number("KAFKA_REPLICATION_FACTOR", int),
     ),
+    "KAFKA_DEAD_LETTER_RETENTION_MS": (
+        "dead_letter_retention_ms",
+        _number("KAFKA_DEAD_LETTER_RETENTION_MS", int),
+    ),
     "KAFKA_IDEMPOTENCE": ("idempotence", _bool("KAFKA_IDEMPOTENCE")),
     "KAFKA_LENIENT_HEADER_NAMES": (
         "lenient_header_names",

@@ -13,11 +13,18 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import BrokerResponseError, KafkaConnectionError, KafkaError
 
 from kafka_retry._handshake import classify, diagnose
 from kafka_retry._tls import client_context
+from kafka_retry._topic_configs import (
+    MAIN_TOPIC_CONFIGS,
+    RETENTION_CONFIGS,
+    TopicConfigs,
+    describe_topic_configs,
+    new_topic_configs,
+    retention_shortfalls,
+)
 from kafka_retry.config import Config
 from kafka_retry.errors import ServiceUnavailableError, SetupError
 
@@ -31,8 +38,6 @@ CLOSE_BOUND = 3.0
 _closing: set[asyncio.Future[Any]] = set()
 
 _TOPIC_ALREADY_EXISTS = 36
-_MAX_BYTES = "max.message.bytes"
-_HEADROOM = 16 * 1024
 _UNKNOWN_TOPIC = 3
 
 
@@ -237,18 +242,46 @@ async def start_admin(config: Config, transport: KafkaTransport) -> Any:
 
 
 async def start_producer(config: Config, transport: KafkaTransport) -> Any:
-    """The producer that forwards failures: acks=all, idempotent unless turned off."""
+    """The producer that forwards failures: acks=all, idempotent unless turned off.
+
+    Raises:
+        SetupError: The broker answers but refuses an idempotent producer (it
+            hands out no producer ids); raised at the first attempt.
+        ServiceUnavailableError: Kafka stayed unreachable; see :func:`start_within_bound`.
+    """
 
     async def start() -> Any:
         producer = transport.producer(config)
         try:
             await producer.start()
-        except BaseException:
+        except BaseException as exc:
             await producer.stop()
+            if _refused_idempotence(config, producer, exc):
+                raise _idempotence_error(config, exc) from exc
             raise
         return producer
 
     return await start_within_bound(config, "Kafka", start)
+
+
+def _refused_idempotence(config: Config, producer: Any, error: BaseException) -> bool:
+    # aiokafka retries a lost connection or a moving coordinator itself; a
+    # broker error that reaches start() after the metadata came back (so not a
+    # SASL refusal) is the broker's answer to InitProducerId, and retrying
+    # cannot change it.
+    if not config.idempotence or not isinstance(error, BrokerResponseError) or error.retriable:
+        return False
+    cluster = getattr(getattr(producer, "client", None), "cluster", None)
+    return bool(cluster is not None and cluster.brokers())
+
+
+def _idempotence_error(config: Config, error: BaseException) -> SetupError:
+    return SetupError(
+        f"Kafka at {config.bootstrap} is reachable but refused an idempotent producer"
+        f" ({type(error).__name__}: {error}); a broker that hands out no producer ids"
+        " (Tansu, some Kafka-compatible services) needs idempotence=False"
+        " (KAFKA_IDEMPOTENCE=false)"
+    )
 
 
 async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
@@ -267,41 +300,13 @@ async def partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
     return counts
 
 
-async def max_message_bytes(admin: Any, topics: list[str]) -> dict[str, int]:
-    """The effective ``max.message.bytes`` of each of ``topics`` that the broker tells.
-
-    Brokers that do not answer DescribeConfigs (or refuse it: ACLs) tell nothing.
-    """
-    resources = [ConfigResource(ConfigResourceType.TOPIC, t, {_MAX_BYTES: None}) for t in topics]
-    try:
-        responses = await admin.describe_configs(resources)
-    except (KafkaError, AttributeError, NotImplementedError) as exc:
-        log.info("cannot read max.message.bytes of %s: %s", ", ".join(topics), exc)
-        return {}
-    limits: dict[str, int] = {}
-    for response in responses:
-        for code, _message, _kind, name, entries in response.resources:
-            for entry in entries if code == 0 else ():
-                if entry[0] == _MAX_BYTES and str(entry[1]).isdigit():
-                    limits[name] = int(entry[1])
-    return limits
-
-
-def _room_for_provenance(main_limit: int | None, config: Config) -> dict[str, str]:
-    # A forwarded record is its main record plus provenance headers: the error
-    # text (up to 4 bytes per character), the group and a few numbers and names.
-    if main_limit is None:
-        return {}
-    room = _HEADROOM + 4 * config.error_max_length + len(config.group.encode())
-    return {_MAX_BYTES: str(main_limit + room)}
-
-
 async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
     """Create every missing retry and dead-letter topic like its main topic.
 
-    Partitions are the main topic's; ``max.message.bytes`` is the main topic's
-    plus room for the provenance headers, so any record the main topic took
-    can be forwarded (uncompressed).
+    Partitions are the main topic's; retention and ``max.message.bytes`` follow
+    from the main topic's (see :mod:`kafka_retry._topic_configs`). An existing
+    retry or dead-letter topic that keeps records for less than that is left
+    as it is, with a warning.
 
     Returns:
         Partitions per main topic.
@@ -321,24 +326,17 @@ async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
         return counts  # retries and dead letters live in the table: no topics to create
     wanted = {name: main for main in mains for name in config.topic_chain(main)[1:]}
     existing = await partition_counts(admin, list(wanted))
+    main_configs = await describe_topic_configs(admin, mains, MAIN_TOPIC_CONFIGS)
     missing = {name: main for name, main in wanted.items() if name not in existing}
-    limits = await max_message_bytes(admin, sorted(set(missing.values()))) if missing else {}
-    new = [
-        NewTopic(
-            name,
-            counts[main],
-            config.replication_factor,
-            topic_configs=_room_for_provenance(limits.get(main), config),
-        )
-        for name, main in missing.items()
-    ]
-    if new:
-        response = await admin.create_topics(new)
-        for name, code, *rest in response.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                detail = rest[0] if rest else ""
-                raise SetupError(f"could not create topic {name}: error {code} {detail}".strip())
-        log.info("created topics %s", ", ".join(t.name for t in new))
+    if missing:
+        await _create_topics(admin, config, missing, counts, main_configs)
+    if existing:
+        found = await describe_topic_configs(admin, existing, RETENTION_CONFIGS)
+        for main in mains:
+            for warning in retention_shortfalls(
+                config, config.chain(main), main_configs.get(main, {}), found
+            ):
+                log.warning("%s", warning, extra={"topic": main})
     return counts
 
 
@@ -359,3 +357,25 @@ async def check_topics(admin: Any, config: Config) -> None:
             f"topic(s) {', '.join(missing)} do not exist at {config.bootstrap} and"
             " create_topics is off; create them, or let the consumer (create_topics=True)"
         )
+
+
+async def _create_topics(
+    admin: Any,
+    config: Config,
+    missing: dict[str, str],
+    counts: dict[str, int],
+    main_configs: TopicConfigs,
+) -> None:
+    """Create the topics ``missing`` names (topic -> main topic)."""
+    new = []
+    for name, main in missing.items():
+        chain = config.chain(main)
+        tier = chain.retries.index(name) + 1 if name in chain.retries else None
+        configs = new_topic_configs(config, main_configs.get(main, {}), tier)
+        new.append(NewTopic(name, counts[main], config.replication_factor, topic_configs=configs))
+    response = await admin.create_topics(new)
+    for name, code, *rest in response.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            detail = rest[0] if rest else ""
+            raise SetupError(f"could not create topic {name}: error {code} {detail}".strip())
+    log.info("created topics %s", ", ".join(t.name for t in new))

@@ -7,6 +7,8 @@ Both are frozen attrs records, validated at construction: a bad value raises
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import math
 import os
 import re
 import ssl
@@ -35,6 +37,10 @@ Ordering = Literal["partition", "key", "none"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: The port aiokafka and librdkafka take for a server given without one.
+DEFAULT_KAFKA_PORT = 9092
+#: The longest retry interval: 100 years, so every due time stays a valid timestamp.
+MAX_INTERVAL = 100 * 365.25 * 86_400
 
 
 def _fail(field: str, reason: str) -> ConfigError:
@@ -42,8 +48,8 @@ def _fail(field: str, reason: str) -> ConfigError:
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise _fail(attribute.name, f"must be > 0, got {value!r}")
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise _fail(attribute.name, f"must be a finite number > 0, got {value!r}")
 
 
 def _flag(_inst: object, attribute: attrs.Attribute[Any], value: bool) -> None:
@@ -102,6 +108,24 @@ def _conflicts(given: Mapping[str, object]) -> str | None:
 def _split_list(value: str | Iterable[str]) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _with_port(server: str) -> str:
+    """``server`` with Kafka's default port added when it names a host only."""
+    if server.startswith("[") and server.endswith("]"):
+        return f"{server}:{DEFAULT_KAFKA_PORT}"
+    try:
+        address = ipaddress.ip_address(server)
+    except ValueError:
+        return server if ":" in server else f"{server}:{DEFAULT_KAFKA_PORT}"
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"{host}:{DEFAULT_KAFKA_PORT}"
+
+
+def _servers(value: str | Iterable[str]) -> tuple[str, ...]:
+    # A bare host means port 9092, as aiokafka and librdkafka read it; writing
+    # the port out keeps every later reader of the list on host:port.
+    return tuple(_with_port(server) for server in _split_list(value))
 
 
 def _intervals(value: Iterable[float] | str) -> tuple[float, ...]:
@@ -240,7 +264,7 @@ class Config:
         ConfigError: At construction, naming the first invalid field.
     """
 
-    bootstrap_servers: tuple[str, ...] = attrs.field(converter=_split_list)
+    bootstrap_servers: tuple[str, ...] = attrs.field(converter=_servers)
     group: str = attrs.field()
     topics: tuple[str, ...] = attrs.field(converter=_split_list)
     retry_intervals: tuple[float, ...] = attrs.field(default=(), converter=_intervals)
@@ -271,6 +295,7 @@ class Config:
     non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
     create_topics: bool = True
     replication_factor: int = attrs.field(default=1)
+    dead_letter_retention_ms: int | None = attrs.field(default=None)
     idempotence: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = attrs.field(default="earliest")
     isolation_level: Literal["read_uncommitted", "read_committed"] = attrs.field(
@@ -302,6 +327,13 @@ class Config:
             if not sep or not host or not port.isdigit():
                 raise _fail("bootstrap_servers", f"{server!r} is not host:port")
 
+    @dead_letter_retention_ms.validator
+    def _check_dead_letter_retention(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < -1 or value == 0:
+            raise _fail(attribute.name, f"must be >= 1, or -1 to keep forever, got {value!r}")
+
     @group.validator
     def _check_group(self, attribute: attrs.Attribute[Any], value: str) -> None:
         if not isinstance(value, str) or not value.strip():
@@ -318,8 +350,12 @@ class Config:
     @retry_intervals.validator
     def _check_intervals(self, attribute: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
         for number, interval in enumerate(value, start=1):
-            if not interval > 0:
-                raise _fail("retry_intervals", f"interval {number} must be > 0, got {interval!r}")
+            if not 0 < interval <= MAX_INTERVAL:
+                raise _fail(
+                    "retry_intervals",
+                    f"interval {number} must be a number of seconds > 0 and at most"
+                    f" {MAX_INTERVAL:.0f} (100 years), got {interval!r}",
+                )
 
     @retry_backend.validator
     def _check_backend(self, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -405,6 +441,14 @@ class Config:
                 raise _fail(name, f"must be a whole number >= 1, got {number!r}")
         if not isinstance(self.replication_factor, int) or self.replication_factor == 0:
             raise _fail("replication_factor", "must be >= 1, or -1 for the broker's default")
+        drain_ms = self.drain_timeout * 1000
+        if self.rebalance_timeout_ms is not None and self.rebalance_timeout_ms < drain_ms:
+            # A revoke drains for up to drain_timeout; the group would give up first.
+            raise _fail(
+                "rebalance_timeout_ms",
+                f"must be at least drain_timeout ({drain_ms:.0f} ms) so a revoke can drain,"
+                f" got {self.rebalance_timeout_ms!r}",
+            )
 
     def topic_chain(self, topic: str) -> list[str]:
         """The chain of ``topic``: main, retry topics, dead letter.

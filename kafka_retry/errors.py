@@ -7,7 +7,7 @@ aiokafka and asyncpg are translated at the boundary with ``raise ... from exc``.
 
     KafkaRetryError
     ├── ConfigError            bad settings, found before any connection
-    ├── SetupError             handlers or topics do not match the config
+    ├── SetupError             handlers, topics or the broker do not match the config
     ├── ServiceUnavailableError  Kafka or PostgreSQL unreachable after the bound
     ├── SecurityError          reached, but the connection cannot be secured or authenticated
     │   ├── TLSError           TLS handshake refused: untrusted certificate, wrong host name, ...
@@ -61,7 +61,11 @@ class ConfigError(KafkaRetryError, ValueError):
 
 
 class SetupError(KafkaRetryError):
-    """Raised at start when handlers and topics do not match, or topics are missing."""
+    """Raised at start when handlers and topics do not match, or topics are missing.
+
+    Also when the broker refuses what the config asks of it, such as an
+    idempotent producer from a broker that hands out no producer ids.
+    """
 
 
 class ServiceUnavailableError(KafkaRetryError):

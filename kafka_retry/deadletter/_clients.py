@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+import attrs
+
 from kafka_retry._kafka import AIOKafkaTransport, start_producer
+from kafka_retry._produce import start_send
 from kafka_retry.config import Config
 from kafka_retry.deadletter._replay import Outgoing
 
@@ -44,16 +47,50 @@ class StoreClients:
         return self._producer
 
 
-async def produce_all(producer: Any, records: Iterable[Outgoing]) -> None:
-    """Send ``records`` and return once every one is acknowledged."""
-    sends = [
-        await producer.send(
-            record.topic,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            timestamp_ms=record.timestamp,
-        )
-        for record in records
-    ]
-    await asyncio.gather(*sends)
+@attrs.frozen
+class Sent:
+    """What :func:`produce_all` got done.
+
+    Attributes:
+        acked: Positions (in the order given) of the records the broker acknowledged.
+        error: Why the others were not, or None when every one was.
+    """
+
+    acked: list[int]
+    error: BaseException | None
+
+    def raise_error(self) -> None:
+        """Raise :attr:`error`, if there is one."""
+        if self.error is not None:
+            raise self.error
+
+
+async def produce_all(producer: Any, records: Sequence[Outgoing]) -> Sent:
+    """Send ``records``; return once each is acknowledged or has failed.
+
+    A send that fails stops the sending of the rest, but the records already
+    sent are still waited for: the caller marks those as replayed, so that a
+    later replay does not send them twice.
+    """
+    sends: list[Any] = []
+    error: BaseException | None = None
+    for spread, record in enumerate(records):
+        try:
+            sends.append(
+                await start_send(
+                    producer,
+                    record.topic,
+                    record.key,
+                    record.value,
+                    record.headers,
+                    record.timestamp,
+                    spread,
+                )
+            )
+        except Exception as exc:
+            error = exc
+            break
+    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+    acked = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+    failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    return Sent(acked, error or (failed[0] if failed else None))

@@ -294,15 +294,20 @@ class KafkaDeadLetters(StoreClients):
             producer = await self._ensure_producer()
             await ledger.ensure(chain.main)
             now = int(time.time() * 1000)
-            await produce_all(
+            sent = await produce_all(
                 producer,
-                (
+                [
                     replayed_record(entry, topic, f"{chain.dead_letter}:{entry.id}", now, tier)
                     for entry in entries
-                ),
+                ],
             )
-            marks = [(position_of(e), Mark(fingerprint(e), now, topic)) for e in entries]
-            await ledger.write(producer, chain.main, marks)
+            # Those acknowledged are marked even when another failed: a second
+            # replay must not send them again.
+            done = [entries[index] for index in sent.acked]
+            marks = [(position_of(e), Mark(fingerprint(e), now, topic)) for e in done]
+            if marks:
+                await ledger.write(producer, chain.main, marks)
+            sent.raise_error()
 
     async def plan_purge(self, query: DeadLetterQuery) -> PurgePlan:
         """Decide what :meth:`purge` deletes: per partition, the longest selected prefix.

@@ -20,7 +20,7 @@ import attrs
 from aiokafka.errors import KafkaError
 
 from kafka_retry.config import Config, DatabaseConfig
-from kafka_retry.deadletter._clients import StoreClients, produce_all
+from kafka_retry.deadletter._clients import Sent, StoreClients, produce_all
 from kafka_retry.deadletter._model import (
     DeadLetterEntry,
     DeadLetterQuery,
@@ -224,22 +224,26 @@ class PostgresDeadLetters(StoreClients):
                     rows = await conn.fetch(select, *where.params, max_id, after)
                     if not rows:
                         return done
-                    await self._send([row_entry(row, self._source) for row in rows])
-                    await conn.execute(mark, [row["id"] for row in rows], DEAD_LETTERED)
+                    sent = await self._send([row_entry(row, self._source) for row in rows])
+                    # Those acknowledged are marked (committed) even when another
+                    # failed: a second replay must not send them again.
+                    acked = [rows[index]["id"] for index in sent.acked]
+                    await conn.execute(mark, acked, DEAD_LETTERED)
+                sent.raise_error()
             done += len(rows)
             after = rows[-1]["id"]
             if progress is not None:
                 progress(done, total)
 
-    async def _send(self, entries: list[DeadLetterEntry]) -> None:
+    async def _send(self, entries: list[DeadLetterEntry]) -> Sent:
         producer = await self._ensure_producer()
         now = int(time.time() * 1000)
-        await produce_all(
+        return await produce_all(
             producer,
-            (
+            [
                 replayed_record(entry, entry.main_topic, f"{self._source}:{entry.id}", now, None)
                 for entry in entries
-            ),
+            ],
         )
 
     async def plan_purge(self, query: DeadLetterQuery) -> PurgePlan:

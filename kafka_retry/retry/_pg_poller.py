@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -13,18 +12,18 @@ from kafka_retry._clock import Cancellable, Clock
 from kafka_retry.config import Config
 from kafka_retry.message import Message
 from kafka_retry.retry._pg_connect import TRANSIENT, Backoff, Sleeper
+from kafka_retry.retry._pg_outcomes import OutcomeWriter
 from kafka_retry.retry._pg_rows import (
     DEAD_LETTERED,
     PENDING,
     Row,
     chain_indices,
     clean_text,
-    floor_datetime,
     row_message,
     to_datetime,
     to_epoch_ms,
 )
-from kafka_retry.retry._pg_table import Outcome, RetryRows
+from kafka_retry.retry._pg_table import RetryRows
 from kafka_retry.runtime.dispatch import BatchCall, Dispatcher
 
 log = logging.getLogger("kafka_retry")
@@ -39,10 +38,11 @@ class TablePoller:
     A claim takes up to ``retry_batch_size`` rows with ``FOR UPDATE SKIP LOCKED``
     and leases them for ``retry_lease`` seconds to this worker, so concurrent
     pollers (here or in other processes) never get the same row while the lease
-    holds. The batch's handlers run as ``config.ordering`` says (a batch
-    handler gets the claimed rows of each partition in batches); then one
-    transaction marks the rows succeeded, moves them on to tier ``k + 1`` or
-    dead-letters them.
+    holds; due times and leases are measured on the database's clock. The
+    batch's handlers run as ``config.ordering`` says (a batch handler gets the
+    claimed rows of each partition in batches); each row's outcome
+    (succeeded, moved on to tier ``k + 1``, dead-lettered) is written soon after
+    it finishes, and every row of the batch stays leased until then.
     Database errors are logged and retried with capped backoff.
 
     Args:
@@ -80,11 +80,22 @@ class TablePoller:
         self._handling: set[asyncio.Task[None]] = set()
         self._drain_timer: Cancellable | None = None
         self._stop_at: float | None = None
-        self._writing: asyncio.Task[None] | None = None
+        self._writer = OutcomeWriter(
+            self.name,
+            rows,
+            worker_id,
+            tier,
+            clock,
+            config.drain_timeout,
+            lambda: self._stop_at,
+        )
         self._batch_calls: dict[str, BatchCall] = {}
 
     def request_stop(self) -> None:
-        """Finish the batch in flight (within ``drain_timeout``), then end :meth:`run`."""
+        """Start no new row; let running ones finish (within ``drain_timeout``); end :meth:`run`.
+
+        The rows of the batch that were not started are handed back.
+        """
         if self._stop_at is None:
             self._stop_at = self._clock.time()
         self._sleeper.stop()
@@ -120,10 +131,10 @@ class TablePoller:
         except BaseException:  # cancelled, or a handler ended the consumer
             if self._stop_at is None:
                 self._stop_at = self._clock.time()
-            await self._finish_write(_RELEASE_TIMEOUT)
+            await self._writer.flush(_RELEASE_TIMEOUT)
             raise
         else:
-            await self._finish_write(None)
+            await self._writer.flush()
         finally:
             if self._drain_timer is not None:
                 self._drain_timer.cancel()
@@ -147,86 +158,71 @@ class TablePoller:
     async def _cycle(self) -> bool:
         """Claim one batch and handle it; True when the batch was full.
 
-        The batch's outcome is written in the background while the next batch
-        is claimed and handled; its rows stay leased meanwhile, so no one else
-        takes them. At most one write is in flight.
+        Outcomes are written as rows finish; the last ones are waited for
+        before the next claim, so outcomes never pile up in memory.
         """
         rows = await self._claim()
         if rows:
-            outcome = await self._handle(rows)
-            await self._finish_write(None)
-            self._writing = asyncio.create_task(self._record(outcome))
+            await self._handle(rows)
+            await self._writer.flush()
         return len(rows) >= self._config.retry_batch_size
 
-    async def _finish_write(self, bound: float | None) -> None:
-        """Wait for the background write (cancel it after ``bound`` seconds, if given)."""
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        if bound is not None:
-            await asyncio.wait({writing}, timeout=bound)
-            writing.cancel()
-        await writing
-
     async def _claim(self) -> list[Row]:
-        now = self._clock.time()
         return await self._rows.claim(
             self._config.group,
             self._tier,
-            floor_datetime(now),
             self._config.retry_batch_size,
-            self._lease_end(now),
+            self._config.retry_lease,
             self._worker_id,
             self._topics,
         )
-
-    def _lease_end(self, now: float) -> dt.datetime:
-        return to_datetime(round((now + self._config.retry_lease) * 1000))
 
     async def _idle_time(self) -> float | None:
         """Seconds until the next row of this tier is due, at most the table's poll cap.
 
         None (sleep until the table reports a change) when no row is waiting
-        and the table reports changes.
+        and the table reports changes. The wait is the database's: a local
+        clock that runs ahead or behind does not shorten or stretch it.
         """
-        now = self._clock.time()
-        due = await self._rows.next_due(
-            self._config.group, self._tier, floor_datetime(now), self._topics
-        )
+        wait = await self._rows.due_in(self._config.group, self._tier, self._topics)
         cap = self._rows.poll_cap
-        if due is None:
+        if wait is None:
             return cap
-        wait = max(0.0, to_epoch_ms(due) / 1000 - now)
+        wait = max(0.0, wait)
         return wait if cap is None else min(cap, wait)
 
-    async def _handle(self, rows: Sequence[Row]) -> Outcome:
-        """Run the handlers of a claimed batch; return what happened.
+    async def _handle(self, rows: Sequence[Row]) -> None:
+        """Run the handlers of a claimed batch, recording each row's outcome as it finishes.
 
         Rows are taken in due order and run as ``config.ordering`` says, like
         the main tier: one after another per partition (``"partition"``) or per
-        key (``"key"``), or all at once (``"none"``). On cancellation the
-        handlers are cancelled; when a handler raises what ends the consumer
-        (KeyboardInterrupt, SystemExit, another BaseException), no further row
-        is started and running ones finish. Either way, what finished is
-        recorded and the rest released, within a short bound, before re-raising:
-        the rows do not wait for their lease to run out.
+        key (``"key"``), or all at once (``"none"``). After a stop request, or
+        when a handler raises what ends the consumer (KeyboardInterrupt,
+        SystemExit, another BaseException), no further row is started and
+        running ones finish; on cancellation they are cancelled. The rows not
+        finished are then released (within a short bound when the consumer
+        ends), so they do not wait for their lease to run out.
         """
         group = self._config.group
         ordered = sorted(rows, key=lambda row: (row["due_at"], row["id"]))
         batch = [(row["id"], row_message(row, group)) for row in ordered]
-        results: dict[int, BaseException | None] = {}
+        finished: set[int] = set()
         crashed = False
 
         async def run_chain(indices: list[int]) -> None:
             nonlocal crashed
             for step in self._steps(indices, batch):
-                if crashed:
-                    return
+                if crashed or self._stop_at is not None:
+                    return  # stopping, or the consumer ends: start no further row
                 try:
-                    await self._run_step(step, batch, results)
+                    errors = await self._run_step(step, batch)
                 except BaseException:
                     crashed = True
                     raise
+                for index, error in zip(step, errors, strict=True):
+                    row_id, message = batch[index]
+                    self._finished(row_id, message, error)
+                    finished.add(index)
 
         chains = chain_indices([message for _, message in batch], self._config.ordering)
         tasks = [asyncio.create_task(run_chain(chain)) for chain in chains]
@@ -234,20 +230,20 @@ class TablePoller:
         if self._sleeper.stopping and self._drain_timer is None:
             self.request_stop()  # stop came in during the claim: arm the drain timer
         try:
-            await self._wait_keeping_leases(tasks, batch, results)
+            await self._wait_keeping_leases(tasks, [row_id for row_id, _ in batch])
         except asyncio.CancelledError:
             self._cancel_handlers()
             await asyncio.wait(tasks)
-            await self._record_at_once(batch, results)
+            await self._release_unfinished(batch, finished, _RELEASE_TIMEOUT)
             raise
         finally:
             self._handling = set()
-        for task in tasks:
-            crash = None if task.cancelled() else task.exception()
-            if crash is not None:  # invoke() returns handler failures: this ends the consumer
-                await self._record_at_once(batch, results)
-                raise crash
-        return self._outcome(batch, results)
+        crashes = [task.exception() for task in tasks if not task.cancelled()]
+        crash = next((error for error in crashes if error is not None), None)
+        if crash is not None:  # invoke() returns handler failures: this ends the consumer
+            await self._release_unfinished(batch, finished, _RELEASE_TIMEOUT)
+            raise crash
+        await self._release_unfinished(batch, finished, None)
 
     def _steps(self, indices: list[int], batch: list[tuple[int, Message]]) -> list[list[int]]:
         """A chain's handler calls, in order: one row each, or batches for a batch handler.
@@ -265,41 +261,36 @@ class TablePoller:
         return [indices[start : start + size] for start in range(0, len(indices), size)]
 
     async def _run_step(
-        self,
-        step: list[int],
-        batch: list[tuple[int, Message]],
-        results: dict[int, BaseException | None],
-    ) -> None:
+        self, step: list[int], batch: list[tuple[int, Message]]
+    ) -> list[BaseException | None]:
+        """Run one step's handler call; the error of each of its rows (None: succeeded)."""
         dispatcher = self._dispatcher
         first = batch[step[0]][1]
         if dispatcher.batch_handler(first.main_topic) is None:
-            results[step[0]] = await dispatcher.invoke(first)
-            return
+            return [await dispatcher.invoke(first)]
         call = self._batch_calls.get(first.main_topic)
         if call is None:
             call = self._batch_calls[first.main_topic] = dispatcher.batch_caller(first.main_topic)
         errors = await call([batch[index][1] for index in step])
-        for position, index in enumerate(step):
-            results[index] = None if errors is None else errors[position]
+        return [None] * len(step) if errors is None else errors
 
-    async def _record_at_once(
-        self, batch: list[tuple[int, Message]], results: dict[int, BaseException | None]
+    async def _release_unfinished(
+        self, batch: list[tuple[int, Message]], finished: set[int], bound: float | None
     ) -> None:
-        """Record what finished and release the rest, giving up after a short bound."""
-        with contextlib.suppress(*TRANSIENT):  # TimeoutError is an OSError
-            async with asyncio.timeout(_RELEASE_TIMEOUT):
-                await self._write(self._outcome(batch, results))
+        """Hand back the rows that did not finish; with ``bound``, wait that long for the write."""
+        self._writer.released([row_id for i, (row_id, _) in enumerate(batch) if i not in finished])
+        if bound is not None:
+            await self._writer.flush(bound)
 
     async def _wait_keeping_leases(
-        self,
-        tasks: list[asyncio.Task[None]],
-        batch: list[tuple[int, Message]],
-        results: dict[int, BaseException | None],
+        self, tasks: list[asyncio.Task[None]], row_ids: list[int]
     ) -> None:
-        """Wait for the handlers, renewing the lease of unfinished rows every third of it.
+        """Wait for the handlers, renewing the batch's leases every third of the lease.
 
         Rows of one partition run one after another, so a batch can outlast a
         single lease; without renewal another worker would take them meanwhile.
+        Every row is renewed until its outcome is written (a written row is
+        no longer this worker's, so the renewal passes it by).
         """
         pending: set[asyncio.Task[None]] = set(tasks)
         every = self._config.retry_lease / 3
@@ -307,80 +298,29 @@ class TablePoller:
             _done, pending = await asyncio.wait(pending, timeout=every)
             if not pending:
                 return
-            unfinished = [row_id for i, (row_id, _) in enumerate(batch) if i not in results]
-            lease_end = self._lease_end(self._clock.time())
             try:
-                await self._rows.extend(unfinished, self._worker_id, self._tier, lease_end)
+                await self._rows.extend(
+                    row_ids, self._worker_id, self._tier, self._config.retry_lease
+                )
             except TRANSIENT as exc:
                 log.warning(
-                    "tier %s: renewing %d lease(s) failed: %s", self.name, len(unfinished), exc
+                    "tier %s: renewing %d lease(s) failed: %s", self.name, len(row_ids), exc
                 )
 
-    def _outcome(
-        self,
-        batch: list[tuple[int, Message]],
-        results: dict[int, BaseException | None],
-    ) -> Outcome:
-        outcome = Outcome()
-        intervals = self._config.retry_intervals
-        for index, (row_id, message) in enumerate(batch):
-            if index not in results:
-                outcome.released.append(row_id)  # cancelled before or while running
-                continue
-            error = results[index]
-            if error is None:
-                outcome.succeeded.append(row_id)
-                continue
-            failure = self._dispatcher.failure(message, error)
-            # A failure at attempt k + 1 waits interval k + 1 (index k) for the next tier.
-            delay = 0.0 if failure.final else intervals[self._tier]
-            outcome.failed.append(row_id)
-            outcome.states.append(DEAD_LETTERED if failure.final else PENDING)
-            outcome.due.append(to_datetime(failure.failed_at + round(delay * 1000)))
-            outcome.failed_at.append(to_datetime(failure.failed_at))
-            outcome.error_types.append(clean_text(failure.error_type))
-            outcome.errors.append(clean_text(failure.error_message))
-            outcome.spans.append(failure.span)
-        return outcome
-
-    async def _record(self, outcome: Outcome) -> None:
-        """Write the outcome, retrying database errors.
-
-        Once stopping, gives up after ``drain_timeout``: the leases then expire
-        and the rows are handled again (at least once, never lost).
-        """
-        backoff = Backoff()
-        while True:
-            try:
-                await self._write(outcome)
-                return
-            except TRANSIENT as exc:
-                if self._stop_at is not None and (
-                    self._clock.time() - self._stop_at >= self._config.drain_timeout
-                ):
-                    log.warning(
-                        "tier %s: could not record %d handled row(s) before stopping (%s);"
-                        " they are retried when their lease expires",
-                        self.name,
-                        outcome.rows,
-                        exc,
-                    )
-                    return
-                delay = backoff.delay()
-                log.warning(
-                    "tier %s: recording results failed (%s); retrying in %.1fs",
-                    self.name,
-                    exc,
-                    delay,
-                )
-                await self._clock.sleep(delay)
-
-    async def _write(self, outcome: Outcome) -> None:
-        changed = await self._rows.write(outcome, self._worker_id, self._tier)
-        if changed < outcome.rows:
-            log.warning(
-                "tier %s: %d row(s) were no longer leased to this worker (the lease"
-                " expired while handling, or a broken-off earlier write went through)",
-                self.name,
-                outcome.rows - changed,
-            )
+    def _finished(self, row_id: int, message: Message, error: BaseException | None) -> None:
+        """Hand the outcome of one row to the writer."""
+        if error is None:
+            self._writer.succeeded(row_id)
+            return
+        failure = self._dispatcher.failure(message, error)
+        # A failure at attempt k + 1 waits interval k + 1 (index k) for the next tier.
+        delay = 0.0 if failure.final else self._config.retry_intervals[self._tier]
+        self._writer.failed(
+            row_id,
+            DEAD_LETTERED if failure.final else PENDING,
+            to_datetime(failure.failed_at + round(delay * 1000)),
+            to_datetime(failure.failed_at),
+            clean_text(failure.error_type),
+            clean_text(failure.error_message),
+            failure.span,
+        )

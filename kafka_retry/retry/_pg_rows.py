@@ -236,26 +236,32 @@ class Statements:
 
     @property
     def claim(self) -> str:
-        """$1 group, $2 attempts (the tier), $3 now, $4 limit, $5 lease end,
-        $6 worker id, $7 main topics. Returns the claimed rows."""
+        """$1 group, $2 attempts (the tier), $3 limit, $4 lease in seconds, $5 worker id,
+        $6 main topics. Returns the claimed rows.
+
+        Due times and leases are compared with the database's ``now()``, one
+        clock for every instance: one whose clock runs ahead neither takes a
+        row early nor a lease that has not run out.
+        """
         return (
             f"WITH due AS (SELECT id FROM {self.table}"
             " WHERE state = 'pending' AND consumer_group = $1 AND attempts = $2"
-            " AND due_at <= $3 AND (claimed_until IS NULL OR claimed_until <= $3)"
-            " AND main_topic = ANY($7::text[])"
-            " ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            f" UPDATE {self.table} AS r SET claimed_until = $5, claimed_by = $6,"
-            " updated_at = now()"
+            " AND due_at <= now() AND (claimed_until IS NULL OR claimed_until <= now())"
+            " AND main_topic = ANY($6::text[])"
+            " ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {self.table} AS r SET claimed_until = now() + make_interval(secs => $4),"
+            " claimed_by = $5, updated_at = now()"
             f" FROM due WHERE r.id = due.id RETURNING {_RETURNED}"
         )
 
     @property
-    def next_due(self) -> str:
-        """$1 group, $2 attempts, $3 now, $4 main topics: the earliest later due time."""
+    def due_in(self) -> str:
+        """$1 group, $2 attempts, $3 main topics: seconds (by the database's clock)
+        until the earliest pending row that is not due yet falls due."""
         return (
-            f"SELECT due_at FROM {self.table}"
+            f"SELECT extract(epoch FROM due_at - now())::float8 FROM {self.table}"
             " WHERE state = 'pending' AND consumer_group = $1 AND attempts = $2"
-            " AND due_at > $3 AND main_topic = ANY($4::text[])"
+            " AND due_at > now() AND main_topic = ANY($3::text[])"
             " ORDER BY due_at LIMIT 1"
         )
 
@@ -285,9 +291,9 @@ class Statements:
 
     @property
     def extend(self) -> str:
-        """$1 ids, $2 worker id, $3 attempts (the tier), $4 new lease end."""
+        """$1 ids, $2 worker id, $3 attempts (the tier), $4 lease in seconds from now()."""
         return (
-            f"UPDATE {self.table} AS r SET claimed_until = $4"
+            f"UPDATE {self.table} AS r SET claimed_until = now() + make_interval(secs => $4)"
             f" WHERE r.id = ANY($1::bigint[]) AND {_OURS}"
         )
 

@@ -85,23 +85,22 @@ class RetryRows(Protocol):
         self,
         group: str,
         tier: int,
-        now: dt.datetime,
         limit: int,
-        lease_end: dt.datetime,
+        lease: float,
         worker: str,
         topics: Sequence[str],
     ) -> list[Row]:
-        """Lease up to ``limit`` pending rows of ``tier`` due by ``now``, earliest first."""
+        """Lease up to ``limit`` pending rows of ``tier`` that are due, earliest first.
 
-    async def next_due(
-        self, group: str, tier: int, now: dt.datetime, topics: Sequence[str]
-    ) -> dt.datetime | None:
-        """The earliest due time after ``now`` of a pending row of ``tier``, or None."""
+        "Due" and the lease (``lease`` seconds) are measured on the table's
+        clock (PostgreSQL's ``now()``), never the caller's.
+        """
 
-    async def extend(
-        self, ids: Sequence[int], worker: str, tier: int, lease_end: dt.datetime
-    ) -> None:
-        """Move the lease end of ``worker``'s rows ``ids`` to ``lease_end``."""
+    async def due_in(self, group: str, tier: int, topics: Sequence[str]) -> float | None:
+        """Seconds until the earliest pending row of ``tier`` not yet due falls due, or None."""
+
+    async def extend(self, ids: Sequence[int], worker: str, tier: int, lease: float) -> None:
+        """Lease ``worker``'s rows ``ids`` for ``lease`` more seconds from the table's now."""
 
     async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
         """Record ``outcome`` atomically; return how many rows were still ``worker``'s."""
@@ -134,30 +133,23 @@ class PgRows:
         self,
         group: str,
         tier: int,
-        now: dt.datetime,
         limit: int,
-        lease_end: dt.datetime,
+        lease: float,
         worker: str,
         topics: Sequence[str],
     ) -> list[Row]:
         return list(
-            await self._pool.fetch(
-                self._sql.claim, group, tier, now, limit, lease_end, worker, list(topics)
-            )
+            await self._pool.fetch(self._sql.claim, group, tier, limit, lease, worker, list(topics))
         )
 
-    async def next_due(
-        self, group: str, tier: int, now: dt.datetime, topics: Sequence[str]
-    ) -> dt.datetime | None:
-        due: dt.datetime | None = await self._pool.fetchval(
-            self._sql.next_due, group, tier, now, list(topics)
+    async def due_in(self, group: str, tier: int, topics: Sequence[str]) -> float | None:
+        seconds: float | None = await self._pool.fetchval(
+            self._sql.due_in, group, tier, list(topics)
         )
-        return due
+        return seconds
 
-    async def extend(
-        self, ids: Sequence[int], worker: str, tier: int, lease_end: dt.datetime
-    ) -> None:
-        await self._pool.execute(self._sql.extend, list(ids), worker, tier, lease_end)
+    async def extend(self, ids: Sequence[int], worker: str, tier: int, lease: float) -> None:
+        await self._pool.execute(self._sql.extend, list(ids), worker, tier, lease)
 
     async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
         sql = self._sql

@@ -17,6 +17,7 @@ from aiokafka.errors import (
 
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
+from kafka_retry._produce import start_send
 from kafka_retry.message import Header, Message, producible_headers, with_provenance
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.runtime.builder import TierBuilder
@@ -156,15 +157,6 @@ class KafkaForwarder:
     async def _produce(self, topic: str, message: Message, headers: list[Header]) -> Any:
         """Start sending one record; return the future of its acknowledgement."""
         timestamp = message.timestamp if message.timestamp >= 0 else None
-        if message.key is not None or message.value is not None:
-            return await self._producer.send(
-                topic, value=message.value, key=message.key, headers=headers, timestamp_ms=timestamp
-            )
-        # aiokafka's send() refuses a record without key and value, which Kafka
-        # accepts (other clients produce them); a batch of its own takes it.
-        partitions = sorted(await self._producer.partitions_for(topic))
-        batch = self._producer.create_batch()
-        batch.append(key=None, value=None, timestamp=timestamp, headers=headers)
-        batch.close()
-        partition = partitions[message.partition % len(partitions)]
-        return await self._producer.send_batch(batch, topic, partition=partition)
+        return await start_send(
+            self._producer, topic, message.key, message.value, headers, timestamp, message.partition
+        )

@@ -49,6 +49,13 @@ class HandlerInterrupt(BaseException):
         self.interrupt = interrupt
 
 
+def _timed_out(timeout: float | None, cause: BaseException) -> TimeoutError:
+    """The error recorded for a call that ``handler_timeout`` cut short."""
+    error = TimeoutError(f"handler timed out after {timeout}s")
+    error.__cause__ = cause
+    return error
+
+
 class Dispatcher:
     """Runs handlers for one tier and routes their failures.
 
@@ -175,15 +182,20 @@ class Dispatcher:
         caught = self.caught
 
         async def call(message: Message) -> BaseException | None:
+            scope: asyncio.Timeout | None = None
             self.running += 1
             started = perf_counter()
             try:
                 if timeout is None:
                     await handler(message)
                 else:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(timeout) as scope:
                         await handler(message)
             except BaseException as exc:
+                if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
+                    # Only an expired scope is our timeout; a handler's own
+                    # TimeoutError (say, from its HTTP client) is reported as itself.
+                    return caught(_timed_out(timeout, exc), topic, started)
                 return caught(exc, topic, started)
             finally:
                 self.running -= 1
@@ -215,6 +227,7 @@ class Dispatcher:
         escalate = self.escalate
 
         async def call(messages: list[Message]) -> list[BaseException | None] | None:
+            scope: asyncio.Timeout | None = None
             size = len(messages)
             self.running += size
             started = perf_counter()
@@ -222,9 +235,11 @@ class Dispatcher:
                 if timeout is None:
                     await handler(messages[:])
                 else:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(timeout) as scope:
                         await handler(messages[:])
             except BaseException as exc:
+                if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
+                    exc = _timed_out(timeout, exc)  # as in caller(): only our scope says so
                 escalate(exc)
                 errors = batch_errors(messages, exc)
                 record(size, sum(error is not None for error in errors), perf_counter() - started)
@@ -267,8 +282,6 @@ class Dispatcher:
     def failure(self, message: Message, error: BaseException) -> Failure:
         """Describe a failed attempt (and log it): final when non-retryable or exhausted."""
         error_type, error_message = describe_error(error, self._config.error_max_length)
-        if isinstance(error, TimeoutError) and self._timeout is not None:
-            error_message = f"handler timed out after {self._timeout}s"
         final = self.is_final(error)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
         log.warning(

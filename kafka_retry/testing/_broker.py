@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import InvalidTopicError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
@@ -63,6 +63,7 @@ class MemoryBroker:
         self._default_partitions = default_partitions
         self._logs: dict[str, list[list[ConsumerRecord]]] = {}
         self._round_robin: dict[str, int] = {}
+        self._configs: dict[str, dict[str, str]] = {}
         self._groups: dict[str, ConsumerGroup] = {}
         self._version = 0
 
@@ -80,8 +81,13 @@ class MemoryBroker:
 
     # Topics
 
-    def create_topic(self, name: str, partitions: int | None = None) -> None:
-        """Create topic ``name`` with ``partitions`` partitions.
+    def create_topic(
+        self, name: str, partitions: int | None = None, configs: Mapping[str, str] | None = None
+    ) -> None:
+        """Create topic ``name`` with ``partitions`` partitions and topic ``configs``.
+
+        The configs (``retention.ms``, ...) are kept for :meth:`topic_configs`;
+        none of them changes what the broker does.
 
         Raises:
             TopicAlreadyExistsError: It exists.
@@ -95,6 +101,7 @@ class MemoryBroker:
         if name in self._logs:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
         self._logs[name] = [[] for _ in range(count)]
+        self._configs[name] = dict(configs or {})
         self.touch()
         for group in self._groups.values():
             group.topic_created(name)
@@ -119,6 +126,15 @@ class MemoryBroker:
     def has_topic(self, topic: str) -> bool:
         """Whether ``topic`` exists."""
         return topic in self._logs
+
+    def topic_configs(self, topic: str) -> dict[str, str]:
+        """The configs ``topic`` was created with (a copy).
+
+        Raises:
+            UnknownTopicOrPartitionError: No such topic.
+        """
+        self._partition_logs(topic)
+        return dict(self._configs[topic])
 
     # Records
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, ProducerClosed
 from aiokafka.structs import RecordMetadata
 
@@ -67,6 +68,27 @@ class MemoryAdmin:
             )
         return described
 
+    async def describe_configs(
+        self, config_resources: Iterable[ConfigResource]
+    ) -> list[DescribeConfigsResult]:
+        """The configs each topic was created with (the broker has no defaults to add).
+
+        Only the names a resource asks for are given (all when it asks for none);
+        an unknown topic gets Kafka's error code 3.
+        """
+        described: list[tuple[int, str | None, int, str, list[tuple[str, str]]]] = []
+        topic = ConfigResourceType.TOPIC
+        for resource in config_resources:
+            name = resource.name
+            if not self._broker.has_topic(name):
+                described.append((_UNKNOWN_TOPIC, "unknown topic", topic, name, []))
+                continue
+            configs = self._broker.topic_configs(name)
+            asked = resource.configs or configs
+            entries = [(key, configs[key]) for key in asked if key in configs]
+            described.append((0, None, topic, name, entries))
+        return [DescribeConfigsResult(described)]
+
     async def create_topics(
         self,
         new_topics: Iterable[NewTopic],
@@ -78,12 +100,23 @@ class MemoryAdmin:
         for new in new_topics:
             try:
                 if not validate_only:
-                    self._broker.create_topic(new.name, new.num_partitions)
+                    self._broker.create_topic(new.name, new.num_partitions, new.topic_configs)
             except KafkaError as exc:
                 errors.append((new.name, getattr(exc, "errno", -1), str(exc)))
             else:
                 errors.append((new.name, 0, None))
         return CreateTopicsResult(errors)
+
+
+@attrs.frozen
+class DescribeConfigsResult:
+    """What :meth:`MemoryAdmin.describe_configs` returns, shaped like Kafka's response.
+
+    ``resources`` holds ``(error code, message, type, name, entries)`` per
+    resource; each entry starts ``(config name, value)``.
+    """
+
+    resources: list[tuple[int, str | None, int, str, list[tuple[str, str]]]]
 
 
 @attrs.define

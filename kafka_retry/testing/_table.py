@@ -18,6 +18,8 @@ from kafka_retry.retry.table import (
     RetryCounts,
     Row,
     floor_datetime,
+    to_datetime,
+    to_epoch_ms,
 )
 
 __all__ = ["MemoryRetryTable"]
@@ -40,7 +42,9 @@ class MemoryRetryTable:
     test database outages against PostgreSQL.
 
     Args:
-        clock: Gives ``created_at`` and ``updated_at``.
+        clock: The table's clock, as PostgreSQL's ``now()`` is: it decides
+            which rows are due and when leases run out, and gives
+            ``created_at`` and ``updated_at``.
         where: The table's name in logs and metrics, ``schema.table``.
     """
 
@@ -116,12 +120,13 @@ class MemoryRetryTable:
         self,
         group: str,
         tier: int,
-        now: dt.datetime,
         limit: int,
-        lease_end: dt.datetime,
+        lease: float,
         worker: str,
         topics: Sequence[str],
     ) -> list[Row]:
+        # The table's clock plays PostgreSQL's now(): the pollers pass none of theirs.
+        now = self._now()
         due = [
             row
             for row in self._waiting(group, tier, topics)
@@ -129,22 +134,23 @@ class MemoryRetryTable:
         ]
         due.sort(key=lambda row: (row["due_at"], row["id"]))
         claimed: list[Row] = []
+        lease_end = self._lease_end(lease)
         for row in due[:limit]:
-            row.update(claimed_until=lease_end, claimed_by=worker, updated_at=self._now())
+            row.update(claimed_until=lease_end, claimed_by=worker, updated_at=now)
             claimed.append(dict(row))
         if claimed:
             self._version += 1
         return claimed
 
-    async def next_due(
-        self, group: str, tier: int, now: dt.datetime, topics: Sequence[str]
-    ) -> dt.datetime | None:
+    async def due_in(self, group: str, tier: int, topics: Sequence[str]) -> float | None:
+        now = self._now()
         later = [row["due_at"] for row in self._waiting(group, tier, topics) if row["due_at"] > now]
-        return min(later, default=None)
+        if not later:
+            return None
+        return to_epoch_ms(min(later)) / 1000 - self._clock.time()
 
-    async def extend(
-        self, ids: Sequence[int], worker: str, tier: int, lease_end: dt.datetime
-    ) -> None:
+    async def extend(self, ids: Sequence[int], worker: str, tier: int, lease: float) -> None:
+        lease_end = self._lease_end(lease)
         for row in self._ours(ids, worker, tier):
             row["claimed_until"] = lease_end
 
@@ -208,6 +214,9 @@ class MemoryRetryTable:
 
     def _now(self) -> dt.datetime:
         return floor_datetime(self._clock.time())
+
+    def _lease_end(self, lease: float) -> dt.datetime:
+        return to_datetime(round((self._clock.time() + lease) * 1000))
 
     def _tell(self, row: Mapping[str, Any]) -> None:
         for listener in self._listeners:

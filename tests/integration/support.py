@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -89,7 +90,8 @@ def config_for(kafka: Any, **fields: Any) -> Config:
     fields.setdefault("commit_interval", 0.2)
     # Short group timeouts: Tansu holds a first JoinGroup for half the rebalance timeout.
     fields.setdefault("session_timeout_ms", 6000)
-    fields.setdefault("rebalance_timeout_ms", 4000)
     fields.setdefault("drain_timeout", 2.0)
+    # Never shorter than the drain, which a revoke may take (a ConfigError).
+    fields.setdefault("rebalance_timeout_ms", max(4000, math.ceil(fields["drain_timeout"] * 1000)))
     fields.setdefault("idempotence", kafka.supports_idempotence)
     return Config(bootstrap_servers=kafka.bootstrap_servers, **fields)

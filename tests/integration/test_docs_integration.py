@@ -80,6 +80,7 @@ def test_samples_run_against_services(
                 idempotence=self.config.idempotence and kafka.supports_idempotence,
                 session_timeout_ms=6000,
                 rebalance_timeout_ms=4000,
+                drain_timeout=2.0,  # no page sets one; the rebalance must cover it
             )
             await create_topics(bootstrap, *self.config.topics)
             started.append(self)

@@ -19,11 +19,13 @@ import pytest
 from kafka_retry import (
     Config,
     Consumer,
+    ConsumerState,
     DatabaseConfig,
     Message,
     NonRetryableError,
     ServiceUnavailableError,
 )
+from kafka_retry._clock import SystemClock
 from kafka_retry.retry._pg_rows import Statements, insert_params
 from kafka_retry.retry.base import Failure
 from kafka_retry.retry.postgres import apply_migrations, counts, dead_lettered_count
@@ -526,3 +528,131 @@ async def test_lease_is_renewed_while_a_slow_retry_runs(
         release.set()
         await eventually_rows(db, database, lambda found: found[0]["state"] == "succeeded")
     assert handler_calls == 1
+
+
+async def lease_outcome(
+    db: asyncpg.Connection[asyncpg.Record], database: DatabaseConfig, row_id: int
+) -> str:
+    """Wait until row ``row_id`` is recorded or its lease runs out (database time); say which."""
+    query = (
+        f"SELECT state, claimed_until <= now() AS lapsed FROM {database.qualified_table}"
+        " WHERE id = $1"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = await db.fetchrow(query, row_id)
+        assert row is not None
+        if row["state"] != "pending":
+            return str(row["state"])
+        if row["lapsed"]:
+            return "lease lapsed"
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"row {row_id} neither recorded nor released")
+
+
+async def test_a_finished_retry_is_recorded_while_its_batch_runs_on(
+    kafka_service: Any,
+    database: DatabaseConfig,
+    db: asyncpg.Connection[asyncpg.Record],
+    unique_name: Callable[[str], str],
+) -> None:
+    """A row that finished is written at once, not when its batch ends: no lease lapses on it."""
+    topic = await new_topic(kafka_service, unique_name)
+    config = pg_config(kafka_service, database, topic, retry_lease=1.0)
+    await apply_migrations(database)
+    first = await insert_row(db, database, row_failure(topic, config.group, 1, 0))
+    await insert_row(db, database, row_failure(topic, config.group, 2, 0))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def second_is_slow(message: Message) -> None:
+        calls.append(message.offset)
+        if message.offset == 2:
+            await release.wait()
+
+    async with Consumer(config, {topic: second_is_slow}):
+        await eventually(lambda: calls == [1, 2])
+        try:
+            assert await lease_outcome(db, database, first) == "succeeded"
+        finally:
+            release.set()
+        await eventually_rows(db, database, lambda found: found[1]["state"] == "succeeded")
+    assert calls == [1, 2]
+
+
+async def test_a_clean_stop_starts_no_further_row_of_its_batch(
+    kafka_service: Any,
+    database: DatabaseConfig,
+    db: asyncpg.Connection[asyncpg.Record],
+    unique_name: Callable[[str], str],
+) -> None:
+    """After stop() the running retry finishes and is recorded; the batch's other rows go back."""
+    topic = await new_topic(kafka_service, unique_name)
+    config = pg_config(kafka_service, database, topic)
+    await apply_migrations(database)
+    for offset in (1, 2, 3):
+        await insert_row(db, database, row_failure(topic, config.group, offset, 0))
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def first_waits(message: Message) -> None:
+        calls.append(message.offset)
+        if message.offset == 1:
+            await release.wait()
+
+    consumer = Consumer(config, {topic: first_waits})
+    async with consumer:
+        await eventually(lambda: calls == [1])
+        stopping = asyncio.create_task(consumer.stop())
+        await eventually(lambda: consumer.state is ConsumerState.STOPPING)
+        release.set()
+        await stopping
+    assert calls == [1]
+    found = await rows(db, database)
+    assert [(r["state"], r["attempts"], r["claimed_by"]) for r in found] == [
+        ("succeeded", 2, None),
+        ("pending", 1, None),
+        ("pending", 1, None),
+    ]
+
+
+class FastClock(SystemClock):
+    """This machine's clock, an hour fast."""
+
+    def time(self) -> float:
+        return super().time() + 3600
+
+
+async def test_a_fast_clock_neither_retries_early_nor_takes_over_leases(
+    kafka_service: Any,
+    database: DatabaseConfig,
+    db: asyncpg.Connection[asyncpg.Record],
+    unique_name: Callable[[str], str],
+) -> None:
+    """Due times and leases are compared with the database's now(), not the instance's clock."""
+    topic = await new_topic(kafka_service, unique_name)
+    config = pg_config(kafka_service, database, topic)
+    await apply_migrations(database)
+    table = database.qualified_table
+    await insert_row(db, database, row_failure(topic, config.group, 1, 0))
+    not_due = await insert_row(db, database, row_failure(topic, config.group, 2, 0))
+    await db.execute(
+        f"UPDATE {table} SET due_at = now() + interval '30 minutes' WHERE id = $1", not_due
+    )
+    leased = await insert_row(db, database, row_failure(topic, config.group, 3, 0))
+    await db.execute(
+        f"UPDATE {table} SET claimed_by = 'other', claimed_until = now() + interval '30 minutes'"
+        " WHERE id = $1",
+        leased,
+    )
+    handler = Recorder()
+    async with Consumer(config, {topic: handler}, clock=FastClock()):
+        # The claim that takes the due row would take the other two with it.
+        await eventually_rows(db, database, lambda found: found[0]["state"] == "succeeded")
+    assert [message.offset for message in handler.calls] == [1]
+    found = await rows(db, database)
+    assert [(r["state"], r["claimed_by"]) for r in found] == [
+        ("succeeded", None),
+        ("pending", None),
+        ("pending", "other"),
+    ]

@@ -275,3 +275,19 @@ async def test_unreachable_kafka_names_the_address() -> None:
     with pytest.raises(ServiceUnavailableError, match=r"127\.0\.0\.1:1.*2 attempts") as caught:
         await Consumer(config, {"t": Recorder()}).run()
     assert caught.value.address == "127.0.0.1:1"
+
+
+async def test_broker_refusing_idempotent_producers_is_named_at_once(
+    kafka_service: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker without producer ids: SetupError at the first attempt, naming the setting."""
+    if kafka_service.supports_idempotence:
+        pytest.skip("the broker hands out producer ids; KAFKA_RETRY_TEST_BROKER=tansu does not")
+    topic = fresh()
+    await create_topics(kafka_service.bootstrap_servers, topic)
+    config = config_for(
+        kafka_service, topics=[topic], idempotence=True, connect_attempts=3, connect_interval=0.05
+    )
+    with pytest.raises(SetupError, match=r"refused an idempotent producer.*KAFKA_IDEMPOTENCE"):
+        await Consumer(config, {topic: Recorder()}).run()
+    assert not [record for record in caplog.records if "not reachable" in record.getMessage()]

@@ -45,6 +45,25 @@ def test_servers_accept_comma_separated_string() -> None:
     assert config.bootstrap == "a:9092,b:9093"
 
 
+def test_bare_host_takes_kafka_default_port() -> None:
+    """A server without a port means port 9092, as aiokafka and librdkafka read it."""
+    config = make(bootstrap_servers="broker1, broker2:9093, 10.0.0.7, [::1], ::2, [::3]:9094")
+    assert config.bootstrap_servers == (
+        "broker1:9092",
+        "broker2:9093",
+        "10.0.0.7:9092",
+        "[::1]:9092",
+        "[::2]:9092",
+        "[::3]:9094",
+    )
+
+
+def test_rebalance_timeout_covering_the_drain_is_accepted() -> None:
+    """An explicit rebalance timeout of at least drain_timeout is kept as given."""
+    config = make(rebalance_timeout_ms=30_000, drain_timeout=30)
+    assert config.effective_rebalance_timeout_ms == 30_000
+
+
 def test_intervals_accept_comma_separated_string() -> None:
     """Intervals may come as "60,120" (as from the environment)."""
     assert make(retry_intervals="60,120").retry_intervals == (60.0, 120.0)
@@ -55,11 +74,18 @@ def test_intervals_accept_comma_separated_string() -> None:
     [
         ({"topics": []}, "topics"),
         ({"bootstrap_servers": []}, "bootstrap_servers"),
-        ({"bootstrap_servers": "localhost"}, "bootstrap_servers"),
+        ({"bootstrap_servers": "localhost:http"}, "bootstrap_servers"),
+        ({"bootstrap_servers": "localhost:"}, "bootstrap_servers"),
         ({"group": "  "}, "group"),
         ({"retry_intervals": [60, 0]}, "retry_intervals"),
         ({"retry_intervals": [-1]}, "retry_intervals"),
         ({"retry_intervals": ["soon"]}, "retry_intervals"),
+        ({"retry_intervals": [60, float("inf")]}, "retry_intervals"),
+        ({"retry_intervals": "inf"}, "retry_intervals"),
+        ({"retry_intervals": [float("nan")]}, "retry_intervals"),
+        ({"retry_intervals": [1e300]}, "retry_intervals"),
+        ({"drain_timeout": float("inf")}, "drain_timeout"),
+        ({"rebalance_timeout_ms": 10_000, "drain_timeout": 30}, "rebalance_timeout_ms"),
         ({"topics": ["a", "b", "a"]}, "topics"),
         ({"retry_backend": "postgres"}, "database"),
         ({"retry_backend": "redis"}, "retry_backend"),
@@ -76,6 +102,9 @@ def test_intervals_accept_comma_separated_string() -> None:
         ),
         ({"tls_cert_file": "client.pem"}, "tls_cert_file"),
         ({"replication_factor": 0}, "replication_factor"),
+        ({"dead_letter_retention_ms": 0}, "dead_letter_retention_ms"),
+        ({"dead_letter_retention_ms": -2}, "dead_letter_retention_ms"),
+        ({"dead_letter_retention_ms": "forever"}, "dead_letter_retention_ms"),
     ],
 )
 def test_invalid_settings_name_the_field(overrides: dict[str, Any], field: str) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import attrs
 import pytest
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
 from kafka_retry import DeadLetterError, Provenance
 from kafka_retry.deadletter import (
@@ -13,11 +17,13 @@ from kafka_retry.deadletter import (
     DeadLetterQuery,
     ReplayTarget,
 )
+from kafka_retry.deadletter._clients import produce_all
 from kafka_retry.deadletter._kafka_parts import destination
 from kafka_retry.deadletter._model import parse_kafka_id, parse_row_id
 from kafka_retry.deadletter._pg_sql import query_filter, states
 from kafka_retry.deadletter._replay import (
     Mark,
+    Outgoing,
     decode_mark,
     encode_mark,
     fingerprint,
@@ -177,3 +183,33 @@ def test_a_header_name_that_was_not_utf8_is_replayed_escaped() -> None:
     original, _ = split_headers(record.headers)
     assert original == (("\\xff\\xfe-id", b"1"), ("trace", b"2"))
     assert all(n.encode("utf-8") for n, _ in record.headers)  # what aiokafka's producer does
+
+
+class FlakyProducer:
+    """Acknowledges every record except ``b"nack"``; refuses to send ``b"refused"`` at all."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes | None] = []
+
+    async def send(self, topic: str, **record: Any) -> asyncio.Future[None]:
+        if record["value"] == b"refused":
+            raise KafkaTimeoutError("no metadata")
+        self.sent.append(record["value"])
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if record["value"] == b"nack":
+            ack.set_exception(NotLeaderForPartitionError())
+        else:
+            ack.set_result(None)
+        return ack
+
+
+async def test_records_sent_before_a_failed_send_are_reported_acknowledged() -> None:
+    """A failing send stops the rest; those sent before it and acked are named, to be marked."""
+    values = [b"ok-0", b"nack", b"ok-2", b"refused", b"ok-4"]
+    producer = FlakyProducer()
+    sent = await produce_all(producer, [Outgoing("t", b"k", v, [], None) for v in values])
+    assert producer.sent == [b"ok-0", b"nack", b"ok-2"]
+    assert sent.acked == [0, 2]
+    assert isinstance(sent.error, KafkaTimeoutError)
+    with pytest.raises(KafkaTimeoutError):
+        sent.raise_error()

@@ -150,7 +150,7 @@ def test_statements_use_the_quoted_table_and_bind_every_value() -> None:
     statements = [
         sql.insert,
         sql.claim,
-        sql.next_due,
+        sql.due_in,
         sql.succeed,
         sql.fail,
         sql.extend,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
@@ -130,15 +129,11 @@ async def test_writes_only_touch_rows_still_leased_to_the_writer() -> None:
     clock = VirtualClock(start=10.0)
     table = MemoryRetryTable(clock)
     await table.insert(_row_params())
-    now = to_datetime(10_000)
-    soon = now + dt.timedelta(seconds=1)
-    [row] = await table.claim("shop", 1, now, 10, soon, "old", ["product"])
-    assert await table.claim("shop", 1, now, 10, soon, "new", ["product"]) == []
-    # The lease ends; another worker claims the row.
-    later = soon + dt.timedelta(milliseconds=1)
-    [again] = await table.claim(
-        "shop", 1, later, 10, later + dt.timedelta(seconds=60), "new", ["product"]
-    )
+    [row] = await table.claim("shop", 1, 10, 1.0, "old", ["product"])
+    assert await table.claim("shop", 1, 10, 1.0, "new", ["product"]) == []
+    # The lease ends (on the table's clock); another worker claims the row.
+    clock.advance(1.001)
+    [again] = await table.claim("shop", 1, 10, 60.0, "new", ["product"])
     assert again["id"] == row["id"]
     assert await table.write(Outcome(succeeded=[row["id"]]), "old", 1) == 0
     assert table.counts("shop").pending == {1: 1}
@@ -149,18 +144,18 @@ async def test_writes_only_touch_rows_still_leased_to_the_writer() -> None:
 
 
 async def test_claims_take_only_due_rows_of_the_tier_and_topics() -> None:
-    """Pending rows due by now, of this group, tier and main topics; next_due sees the rest."""
-    table = MemoryRetryTable(VirtualClock(start=0.0))
+    """Pending rows due by the table's now, of this group, tier and topics; due_in sees the rest."""
+    table = MemoryRetryTable(VirtualClock(start=2.0))
     await table.insert(_row_params(kafka_offset=1, due_at=to_datetime(5_000)))
     await table.insert(_row_params(kafka_offset=2, due_at=to_datetime(1_000)))
     await table.insert(_row_params(kafka_offset=3, attempts=2))
     await table.insert(_row_params(kafka_offset=4, consumer_group="other"))
     await table.insert(_row_params(kafka_offset=5, main_topic="price"))
     await table.insert(_row_params(kafka_offset=6, state="dead_lettered"))
-    now, lease = to_datetime(2_000), to_datetime(60_000)
-    claimed = await table.claim("shop", 1, now, 10, lease, "me", ["product"])
+    claimed = await table.claim("shop", 1, 10, 60.0, "me", ["product"])
     assert [row["kafka_offset"] for row in claimed] == [2]
-    assert await table.next_due("shop", 1, now, ["product"]) == to_datetime(5_000)
+    assert claimed[0]["claimed_until"] == to_datetime(62_000)
+    assert await table.due_in("shop", 1, ["product"]) == 3.0
 
 
 async def test_a_row_due_before_the_poller_looks_again_wakes_it() -> None:
