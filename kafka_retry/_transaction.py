@@ -42,6 +42,9 @@ class TierTransaction:
         self._idle = asyncio.Event()
         self._idle.set()
         self._sending = 0
+        # A revoke (in aiokafka's coordinator task) and the poll loop's periodic
+        # commit may want to end the transaction at the same time: one at a time.
+        self._ending = asyncio.Lock()
         #: Highest source offset per partition whose hand-off joined this transaction.
         self.sent: dict[TopicPartition, int] = {}
         #: Why the last end failed: the producer cannot end transactions any more.
@@ -67,12 +70,16 @@ class TierTransaction:
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
-        """Closed to new hand-offs for the block (those in flight go on: see :meth:`idle`)."""
-        self._open.clear()
-        try:
-            yield
-        finally:
-            self._open.set()
+        """Closed to new hand-offs for the block (those in flight go on: see :meth:`idle`).
+
+        One block at a time: a second waits for the first to end.
+        """
+        async with self._ending:
+            self._open.clear()
+            try:
+                yield
+            finally:
+                self._open.set()
 
     async def idle(self) -> None:
         """Return once no hand-off is in flight."""

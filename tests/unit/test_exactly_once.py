@@ -92,6 +92,7 @@ class Producer:
         self.calls.append(("offsets", dict(offsets), group_id))
 
     async def commit_transaction(self) -> None:
+        await asyncio.sleep(0)  # a round trip to the coordinator: others run meanwhile
         self.calls.append("commit")
 
     async def abort_transaction(self) -> None:
@@ -178,3 +179,15 @@ async def test_a_final_commit_aborts_a_transaction_whose_hand_offs_are_not_done(
     await commit_in_transaction(tier, transaction, final=True)
     assert producer.calls == ["abort", "begin"]
     assert transaction.sent == {}
+
+
+async def test_two_commits_at_once_end_the_transaction_one_after_the_other() -> None:
+    """A revoke's commit during the periodic one waits for it: never two ends of one transaction."""
+    producer, tier = Producer(), Tier()
+    transaction = TierTransaction(producer, "g", "g.pod.main")
+    tier.done[TP] = 3
+    await asyncio.gather(
+        commit_in_transaction(tier, transaction, final=False),
+        commit_in_transaction(tier, transaction, final=True),
+    )
+    assert producer.calls == [("offsets", {TP: 3}, "g"), "commit", "begin"]
