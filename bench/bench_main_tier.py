@@ -37,6 +37,7 @@ def config_for(
     metrics: bool,
     ordering: str = "partition",
     max_in_flight: int = 1000,
+    exactly_once: bool = False,
 ) -> Config:
     """The consumer's settings: defaults, except what the broker and the group timing need."""
     return Config(
@@ -48,6 +49,7 @@ def config_for(
         metrics=metrics,
         ordering=ordering,  # type: ignore[arg-type]
         max_in_flight=max_in_flight,
+        exactly_once=exactly_once,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
     )
@@ -64,10 +66,11 @@ async def measure(broker: Broker, config: Config, meter: Meter) -> dict[str, Any
         await meter.done.wait()
     metrics = "on" if config.metrics else "off"
     label = f"kafka-retry ordering={config.ordering} metrics={metrics} on {broker.kind}"
+    name = f"kafka-retry-metrics-{metrics}"
+    if config.exactly_once:
+        label, name = f"{label} exactly_once", "kafka-retry-exactly-once"
     print_rate(label, meter)
-    return throughput_result(
-        f"kafka-retry-metrics-{metrics}", broker, meter, ordering=config.ordering
-    )
+    return throughput_result(name, broker, meter, ordering=config.ordering)
 
 
 async def main_async(argv: list[str]) -> None:
@@ -76,10 +79,15 @@ async def main_async(argv: list[str]) -> None:
     parser.add_argument("--metrics", choices=["on", "off"], default="off")
     parser.add_argument("--ordering", choices=["partition", "key", "none"], default="partition")
     parser.add_argument("--max-in-flight", type=int, default=1000)
+    parser.add_argument(
+        "--exactly-once", action="store_true", help="offsets commit in each tier's transaction"
+    )
     args = parser.parse_args(argv)
     broker = broker_of(args)
     topic = await records_topic(broker, args)
-    config = config_for(broker, topic, args.metrics == "on", args.ordering, args.max_in_flight)
+    config = config_for(
+        broker, topic, args.metrics == "on", args.ordering, args.max_in_flight, args.exactly_once
+    )
     emit(await within(args.timeout, measure(broker, config, meter_of(args))))
 
 

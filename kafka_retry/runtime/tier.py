@@ -378,7 +378,7 @@ class KafkaTier:
         """Commit the done position of each partition that moved since the last commit.
 
         With ``exactly_once`` the offsets of every held partition are committed
-        in the tier's transaction, with its hand-offs (see :meth:`_commit_in_transaction`).
+        in the tier's transaction, with its hand-offs (``runtime/_txcommit.py``).
 
         Raises:
             KafkaRetryError: With ``exactly_once``, the transaction could not end.
