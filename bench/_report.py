@@ -99,6 +99,23 @@ def _rate_rows() -> list[Row]:
     ]
 
 
+def _exactly_once_rows() -> list[Row]:
+    section = "exactly_once (Kafka backend, one transaction per tier and commit interval)"
+    return [
+        Row(
+            section, "main tier, no failures", scenario("kafka-retry-exactly-once"), "rate", "msg/s"
+        ),
+        *(
+            Row(section, f"storm: {label}", scenario("retry-tier-exactly-once"), field, "msg/s")
+            for label, field in (
+                ("failures handled", "failed_rate"),
+                ("forwarded to retry1 (read_committed)", "forwarded_rate"),
+                ("retries handled", "retried_rate"),
+            )
+        ),
+    ]
+
+
 def _retry_rows() -> list[Row]:
     kafka = "Kafka retry tier: every message fails once, interval 1 s"
     postgres = "PostgreSQL retry tier, batch 250"
@@ -185,6 +202,7 @@ def _memory_rows() -> list[Row]:
 ROWS: list[Row] = [
     *_rate_rows(),
     *_retry_rows(),
+    *_exactly_once_rows(),
     *_latency_rows(),
     *_scaling_rows(),
     *_ordering_rows(),
@@ -251,6 +269,12 @@ RATIOS: list[Ratio] = [
         "kafka-retry-metrics-on",
     ),
     Ratio("ordering key / ordering partition (issue #7)", "ordering-key", "ordering-partition", 20),
+    Ratio(
+        "exactly_once / the same consumer without it (issue #19)",
+        "kafka-retry-exactly-once",
+        "kafka-retry-metrics-off",
+        0.5,
+    ),
 ]
 
 

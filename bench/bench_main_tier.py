@@ -39,6 +39,7 @@ def config_for(
     metrics: bool,
     ordering: str = "partition",
     max_in_flight: int = 1000,
+    exactly_once: bool = False,
 ) -> Config:
     """The consumer's settings: defaults, except what the broker and the group timing need."""
     return Config(
@@ -50,6 +51,7 @@ def config_for(
         metrics=metrics,
         ordering=ordering,  # type: ignore[arg-type]
         max_in_flight=max_in_flight,
+        exactly_once=exactly_once,
         session_timeout_ms=GROUP_TIMEOUTS["session_timeout_ms"],
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
         drain_timeout=2.0,  # the rebalance timeout must cover the drain
@@ -80,17 +82,14 @@ async def measure(
     metrics = "on" if config.metrics else "off"
     kind = "message" if batch_size is None else f"batch of {batch_size}"
     label = f"kafka-retry ordering={config.ordering} {kind} metrics={metrics} on {broker.kind}"
-    print_rate(label, meter)
     scenario = "kafka-retry"
     if batch_size is not None:  # the default max_size keeps the plain name
         scenario += "-batch" if batch_size == 500 else f"-batch{batch_size}"
-    return throughput_result(
-        f"{scenario}-metrics-{metrics}",
-        broker,
-        meter,
-        ordering=config.ordering,
-        batch_size=batch_size,
-    )
+    name = f"{scenario}-metrics-{metrics}"
+    if config.exactly_once:
+        label, name = f"{label} exactly_once", "kafka-retry-exactly-once"
+    print_rate(label, meter)
+    return throughput_result(name, broker, meter, ordering=config.ordering, batch_size=batch_size)
 
 
 async def main_async(argv: list[str]) -> None:
@@ -101,10 +100,15 @@ async def main_async(argv: list[str]) -> None:
     parser.add_argument("--max-in-flight", type=int, default=1000)
     parser.add_argument("--handler", choices=["message", "batch"], default="message")
     parser.add_argument("--max-size", type=int, default=500, help="batch handler's max_size")
+    parser.add_argument(
+        "--exactly-once", action="store_true", help="offsets commit in each tier's transaction"
+    )
     args = parser.parse_args(argv)
     broker = broker_of(args)
     topic = await records_topic(broker, args)
-    config = config_for(broker, topic, args.metrics == "on", args.ordering, args.max_in_flight)
+    config = config_for(
+        broker, topic, args.metrics == "on", args.ordering, args.max_in_flight, args.exactly_once
+    )
     batch_size = args.max_size if args.handler == "batch" else None
     emit(await within(args.timeout, measure(broker, config, meter_of(args), batch_size)))
 

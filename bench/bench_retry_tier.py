@@ -42,8 +42,10 @@ class FailOnce(Exception):
 class Forwarded:
     """Reads the retry topic and counts what arrived, until all did or the window closed."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self._reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=20)
+    def __init__(self, bootstrap: str, topic: str, partitions: int, isolation_level: str) -> None:
+        self._reader = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, fetch_max_wait_ms=20, isolation_level=isolation_level
+        )
         self._tps = [TopicPartition(topic, partition) for partition in range(partitions)]
         self.seen = 0
         self.at = 0.0
@@ -74,7 +76,13 @@ def _over(meter: Meter) -> bool:
 
 
 async def measure(
-    broker: Broker, topic: str, partitions: int, messages: int, limit: float | None, interval: float
+    broker: Broker,
+    topic: str,
+    partitions: int,
+    messages: int,
+    limit: float | None,
+    interval: float,
+    exactly_once: bool = False,
 ) -> dict[str, Any]:
     """Fail the records of ``topic`` (on ``partitions``) once each; time both tiers.
 
@@ -91,6 +99,7 @@ async def measure(
         rebalance_timeout_ms=GROUP_TIMEOUTS["rebalance_timeout_ms"],
         # Hand-offs still queued when the window closes are abandoned, not awaited.
         drain_timeout=2.0,
+        exactly_once=exactly_once,
     )
     failed, retried = Meter(messages, limit), Meter(messages, limit)
     waited_ms: list[int] = []
@@ -103,12 +112,14 @@ async def measure(
         if message.provenance is not None:
             waited_ms.append(int(time.time() * 1000) - message.provenance.failed_at)
 
-    forwarded = Forwarded(broker.bootstrap, config.topic_chain(topic)[1], partitions)
+    # Forwards count once committed: what the retry tier can read.
+    isolation = config.effective_isolation_level
+    forwarded = Forwarded(broker.bootstrap, config.topic_chain(topic)[1], partitions, isolation)
     async with Consumer(config, {topic: fail_once}):
         await forwarded.count(messages, failed)
         await retried.done.wait()
     result = {
-        "scenario": "retry-tier",
+        "scenario": "retry-tier-exactly-once" if exactly_once else "retry-tier",
         "broker": broker.kind,
         "messages": messages,
         "interval_s": interval,
@@ -122,7 +133,8 @@ async def measure(
         "retry_after_failure_ms_p50": statistics.median(waited_ms),
     }
     print(
-        f"retry tier on {broker.kind}: failures handled at {failed.rate:,.0f}/s"
+        f"retry tier{' exactly_once' if exactly_once else ''} on {broker.kind}:"
+        f" failures handled at {failed.rate:,.0f}/s"
         f" ({failed.measured:,}), forwarded at {result['forwarded_rate']:,.0f}/s"
         f" ({forwarded.seen:,}), retried at {retried.rate:,.0f}/s ({retried.measured:,});"
         f" each retry ran {min(waited_ms)} ms (min) after its failure (interval {interval}s)"
@@ -134,13 +146,24 @@ async def main_async(argv: list[str]) -> None:
     parser = scenario_parser(__doc__.split("\n\n")[0])
     add_records_options(parser, 50_000)
     parser.add_argument("--interval", type=float, default=1.0, help="retry interval, seconds")
+    parser.add_argument(
+        "--exactly-once", action="store_true", help="hand-offs in each tier's transaction"
+    )
     args = parser.parse_args(argv)
     broker = broker_of(args)
     topic = await records_topic(broker, args)
     emit(
         await within(
             args.timeout,
-            measure(broker, topic, args.partitions, args.messages, args.limit, args.interval),
+            measure(
+                broker,
+                topic,
+                args.partitions,
+                args.messages,
+                args.limit,
+                args.interval,
+                args.exactly_once,
+            ),
         )
     )
 

@@ -42,6 +42,7 @@ from bench.bench_ordering import keyed_topic
 SCENARIOS = (
     "throughput",
     "retry",
+    "exactly_once",
     "postgres",
     "latency",
     "scaling",
@@ -190,6 +191,19 @@ def profile(runner: Runner, topic: str, sizes: Sizes) -> None:
     runner.run("bench_profile", *args)
 
 
+def exactly_once(runner: Runner, sizes: Sizes, runs: int) -> None:
+    """Interleaved rounds: the main tier and the retry tier without and with exactly_once."""
+    topic = records_topic(runner.bootstrap, sizes.records)
+    common = ["--topic", topic, "--messages", str(sizes.records)]
+    retry = ["--messages", str(sizes.retry_messages), "--limit", str(sizes.retry_seconds)]
+    for round_ in range(runs):
+        runner.run("bench_main_tier", *common, round=round_)
+        runner.run("bench_main_tier", *common, "--exactly-once", round=round_)
+    for round_ in range(runs):
+        runner.run("bench_retry_tier", *retry, round=round_)
+        runner.run("bench_retry_tier", *retry, "--exactly-once", round=round_)
+
+
 def run_broker(
     runner: Runner, args: argparse.Namespace, sizes: Sizes, database_url: str | None
 ) -> None:
@@ -201,6 +215,8 @@ def run_broker(
         profile(runner, topic or records_topic(runner.bootstrap, sizes.records), sizes)
     if "retry" in wanted:
         retry(runner, sizes, runs)
+    if "exactly_once" in wanted and runner.kind != "tansu":  # Tansu has no transactions
+        exactly_once(runner, sizes, args.runs)
     if "postgres" in wanted and database_url:
         postgres(runner, sizes, runs, database_url)
     if "latency" in wanted:

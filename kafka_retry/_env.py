@@ -70,6 +70,8 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
         _number("KAFKA_DEAD_LETTER_RETENTION_MS", int),
     ),
     "KAFKA_IDEMPOTENCE": ("idempotence", _bool("KAFKA_IDEMPOTENCE")),
+    "KAFKA_EXACTLY_ONCE": ("exactly_once", _bool("KAFKA_EXACTLY_ONCE")),
+    "KAFKA_INSTANCE_ID": ("instance_id", _text),
     "KAFKA_LENIENT_HEADER_NAMES": (
         "lenient_header_names",
         _bool("KAFKA_LENIENT_HEADER_NAMES"),

@@ -178,11 +178,34 @@ async def _security_failure(config: Config, error: BaseException) -> Exception |
     return found
 
 
+_PRODUCER_KWARGS: dict[str, Any] = {
+    "acks": "all",
+    "linger_ms": 2,
+    # Thousands of hand-offs may wait on one partition's batch; a 16 KB
+    # batch drains (and wakes them all) every few records.
+    "max_batch_size": 1024 * 1024,
+    "max_request_size": 16 * 1024 * 1024,
+}
+#: Seconds a transactional producer may take to get its producer id at start.
+TRANSACTIONS_BOUND = 20.0
+
+
+def transactional_id(config: Config, tier: str) -> str:
+    """The transactional id of ``tier`` (``main``, ``retry1``, ...) of this instance.
+
+    ``<group>.<instance id>.<tier>``: the same after a restart of the instance,
+    so the new producer fences the one before it and aborts its open transaction.
+    """
+    return f"{config.transactional_prefix}.{tier}"
+
+
 class KafkaTransport(Protocol):
     """Makes the Kafka clients a consumer uses; swapped for an in-memory broker in tests.
 
     The objects returned behave like aiokafka's ``AIOKafkaAdminClient``,
     ``AIOKafkaProducer`` and ``AIOKafkaConsumer`` (the subset the runtime calls).
+    A transport with transactions (``exactly_once``) also has
+    ``transactional_producer(config, tier)``; the in-memory one has not.
     """
 
     def admin(self, config: Config) -> Any: ...
@@ -201,13 +224,16 @@ class AIOKafkaTransport:
     def producer(self, config: Config) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             client_id=f"{config.client_id}-forwarder",
-            acks="all",
             enable_idempotence=config.idempotence,
-            linger_ms=2,
-            # Thousands of hand-offs may wait on one partition's batch; a 16 KB
-            # batch drains (and wakes them all) every few records.
-            max_batch_size=1024 * 1024,
-            max_request_size=16 * 1024 * 1024,
+            **_PRODUCER_KWARGS,
+            **common_kwargs(config),
+        )
+
+    def transactional_producer(self, config: Config, tier: str) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            client_id=f"{config.client_id}-forwarder-{tier}",
+            transactional_id=transactional_id(config, tier),
+            **_PRODUCER_KWARGS,
             **common_kwargs(config),
         )
 
@@ -217,7 +243,7 @@ class AIOKafkaTransport:
             client_id=f"{config.client_id}-{tier}",
             enable_auto_commit=False,
             auto_offset_reset=reset,
-            isolation_level=config.isolation_level,
+            isolation_level=config.effective_isolation_level,
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
             rebalance_timeout_ms=config.effective_rebalance_timeout_ms,
@@ -281,6 +307,53 @@ def _idempotence_error(config: Config, error: BaseException) -> SetupError:
         f" ({type(error).__name__}: {error}); a broker that hands out no producer ids"
         " (Tansu, some Kafka-compatible services) needs idempotence=False"
         " (KAFKA_IDEMPOTENCE=false)"
+    )
+
+
+async def start_transactional_producer(config: Config, transport: KafkaTransport, tier: str) -> Any:
+    """The transactional producer of tier ``tier``, started, its first transaction begun.
+
+    Starting it fences an earlier producer of the same transactional id (this
+    instance before a restart) and aborts that one's open transaction.
+
+    Raises:
+        SetupError: The broker has no transactions (or none within
+            :data:`TRANSACTIONS_BOUND` seconds); names ``exactly_once``.
+        ServiceUnavailableError: Kafka stayed unreachable for every attempt.
+    """
+    name = transactional_id(config, tier)
+    make = getattr(transport, "transactional_producer", None)
+    if make is None:
+        raise SetupError(
+            f"exactly_once=True needs Kafka transactions, which {type(transport).__name__}"
+            " (the in-memory test mode) does not have; test with exactly_once=False, or"
+            " against a broker"
+        )
+
+    async def start() -> Any:
+        producer = make(config, tier)
+        try:
+            async with asyncio.timeout(TRANSACTIONS_BOUND):
+                await producer.start()
+                await producer.begin_transaction()
+        except BaseException as exc:
+            await close_within_bound(f"producer {name}", producer.stop)
+            if isinstance(exc, TimeoutError):
+                reason = f"no producer id for transactional id {name} in {TRANSACTIONS_BOUND:g}s"
+                raise _no_transactions(config, reason) from exc
+            if isinstance(exc, KafkaError) and not isinstance(exc, KafkaConnectionError):
+                # The broker answered, but not with a producer id: Tansu says UnknownError.
+                raise _no_transactions(config, f"{type(exc).__name__}: {exc}") from exc
+            raise
+        return producer
+
+    return await start_within_bound(config, "Kafka", start)
+
+
+def _no_transactions(config: Config, reason: str) -> SetupError:
+    return SetupError(
+        f"exactly_once=True needs a broker with transactions, and {config.bootstrap}"
+        f" gave none ({reason}); use a broker that supports them, or exactly_once=False"
     )
 
 

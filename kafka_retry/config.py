@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -297,6 +298,8 @@ class Config:
     replication_factor: int = attrs.field(default=1)
     dead_letter_retention_ms: int | None = attrs.field(default=None)
     idempotence: bool = True
+    exactly_once: bool = attrs.field(default=False, validator=_flag)
+    instance_id: str | None = None
     auto_offset_reset: Literal["earliest", "latest"] = attrs.field(default="earliest")
     isolation_level: Literal["read_uncommitted", "read_committed"] = attrs.field(
         default="read_uncommitted"
@@ -400,6 +403,7 @@ class Config:
         if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
             raise _fail("sasl_username", "SASL needs both a username and a password")
         self._check_tls()
+        self._check_exactly_once()
         if not callable(self.topic_name_generator):
             raise _fail("topic_name_generator", "must be callable (group, topic, prefix) -> str")
         if not callable(self.decoder):
@@ -423,6 +427,29 @@ class Config:
             )
             if conflict:
                 raise _fail("tls_context", conflict)
+
+    def _check_exactly_once(self) -> None:
+        if self.instance_id is not None and not (
+            isinstance(self.instance_id, str) and self.instance_id.strip()
+        ):
+            raise _fail("instance_id", "must be a non-blank name, stable across restarts")
+        if not self.exactly_once:
+            return
+        if self.retry_backend != "kafka":
+            raise _fail(
+                "exactly_once",
+                "needs the kafka retry backend: a hand-off to the retry table cannot join"
+                " a Kafka transaction",
+            )
+        if not self.idempotence:
+            raise _fail("exactly_once", "needs idempotence (transactions are idempotent)")
+        if self.ordering != "partition":
+            raise _fail(
+                "ordering",
+                "exactly_once needs ordering='partition': a commit must cover every"
+                " forward of its transaction, and with 'key' or 'none' a slow handler"
+                " below a forwarded record would hold it back",
+            )
 
     def _check_counts(self) -> None:
         bounds = {
@@ -470,6 +497,25 @@ class Config:
         if self.rebalance_timeout_ms is not None:
             return self.rebalance_timeout_ms
         return max(self.session_timeout_ms, round(self.drain_timeout * 1000) + 10_000)
+
+    @property
+    def effective_isolation_level(self) -> str:
+        """What every tier reads with: ``read_committed`` with ``exactly_once``, else as set.
+
+        A tier must not handle forwards of aborted transactions, so exactly_once
+        overrides ``isolation_level``.
+        """
+        return "read_committed" if self.exactly_once else self.isolation_level
+
+    @property
+    def transactional_prefix(self) -> str:
+        """``<group>.<instance id>``: what each tier's transactional id starts with.
+
+        The instance id is ``instance_id``, or the host name: stable across
+        restarts of one instance (a StatefulSet pod, a VM), distinct between
+        instances.
+        """
+        return f"{self.group}.{self.instance_id or socket.gethostname()}"
 
     @property
     def bootstrap(self) -> str:

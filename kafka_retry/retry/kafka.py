@@ -18,6 +18,7 @@ from aiokafka.errors import (
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry._produce import start_send
+from kafka_retry._transaction import TierTransaction
 from kafka_retry.message import Header, Message, producible_headers, with_provenance
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.runtime.builder import TierBuilder
@@ -52,19 +53,35 @@ class KafkaBackend:
     """
 
     async def open(self, builder: TierBuilder) -> BackendParts:
-        """The forwarder on the consumer's producer, and one started Kafka tier per interval."""
+        """A forwarder per tier, and one started Kafka tier per interval.
+
+        Each forwarder sends on :meth:`TierBuilder.handoff_producer` of its tier:
+        the consumer's producer, or with ``exactly_once`` the tier's own
+        transactional one, inside that tier's transaction.
+        """
         config = builder.config
         chains = {topic: config.chain(topic) for topic in config.topics}
-        forwarder = KafkaForwarder(
-            builder.producer, chains, config.retry_intervals, builder.clock, builder.observer
-        )
+
+        async def forwarder(tier: str, group_id: str) -> KafkaForwarder:
+            producer, transaction = await builder.handoff_producer(tier, group_id)
+            return KafkaForwarder(
+                producer,
+                chains,
+                config.retry_intervals,
+                builder.clock,
+                builder.observer,
+                transaction=transaction,
+            )
+
+        main = await forwarder("main", config.group)
         tiers: list[Tier] = []
         for tier, interval in enumerate(config.retry_intervals, start=1):
             main_of = {chains[topic].retries[tier - 1]: topic for topic in config.topics}
-            dispatcher = builder.dispatcher(f"retry{tier}", main_of, tier + 1, forwarder, forwarder)
             group_id = retry_group_id(config.group, tier)
+            own = await forwarder(f"retry{tier}", group_id)
+            dispatcher = builder.dispatcher(f"retry{tier}", main_of, tier + 1, own, own)
             tiers.append(await builder.kafka_tier(group_id, dispatcher, interval))
-        return BackendParts(retry=forwarder, dead_letters=forwarder, tiers=tiers)
+        return BackendParts(retry=main, dead_letters=main, tiers=tiers)
 
 
 class KafkaForwarder:
@@ -89,9 +106,12 @@ class KafkaForwarder:
         intervals: tuple[float, ...],
         clock: Clock,
         observer: Observer | None = None,
+        *,
+        transaction: TierTransaction | None = None,
     ) -> None:
         self._observer: Observer = observer or NullObserver()
         self._producer = producer
+        self._transaction = transaction
         self._chains = chains
         self._intervals = intervals
         self._clock = clock
@@ -103,7 +123,7 @@ class KafkaForwarder:
         chain = self._chains[failure.message.main_topic]
         topic = chain.next_after(failure.attempts)
         try:
-            await self._send(topic, failure, due_at, give_up_if_too_large=True)
+            await self._forward(topic, failure, due_at, give_up_if_too_large=True)
         except _TOO_LARGE as exc:
             # The retry topic can never take it; the dead letter may (or may be fixed).
             self._observer.forward_failed(topic, type(exc).__name__)
@@ -124,7 +144,17 @@ class KafkaForwarder:
     async def dead_letter(self, failure: Failure) -> None:
         """Send to the dead-letter topic of the message's main topic."""
         chain = self._chains[failure.message.main_topic]
-        await self._send(chain.dead_letter, failure, failure.failed_at)
+        await self._forward(chain.dead_letter, failure, failure.failed_at)
+
+    async def _forward(
+        self, topic: str, failure: Failure, due_at: int, *, give_up_if_too_large: bool = False
+    ) -> None:
+        """:meth:`_send`, inside the tier's transaction when there is one (``exactly_once``)."""
+        if self._transaction is None:
+            await self._send(topic, failure, due_at, give_up_if_too_large=give_up_if_too_large)
+            return
+        async with self._transaction.joined(failure.message):
+            await self._send(topic, failure, due_at, give_up_if_too_large=give_up_if_too_large)
 
     async def _send(
         self, topic: str, failure: Failure, due_at: int, *, give_up_if_too_large: bool = False

@@ -13,6 +13,7 @@ from kafka_retry._batch import BatchHandler
 from kafka_retry._clock import Clock
 from kafka_retry._kafka import KafkaTransport
 from kafka_retry._observe import Observer
+from kafka_retry._transaction import TierTransaction
 from kafka_retry.config import Config
 from kafka_retry.retry.base import DeadLetterSink, RetryBackend
 from kafka_retry.runtime.dispatch import Dispatcher, Handler
@@ -34,7 +35,8 @@ class TierBuilder:
         clock: Time source.
         observer: Receives what happens.
         transport: Makes the Kafka clients.
-        producer: The consumer's started producer (hand-offs to topics use it).
+        producer: The consumer's started producer (hand-offs to topics use it);
+            None with ``exactly_once``, where each tier has its own.
         stack: Closes what is opened here, after the tiers have ended.
         batch_handlers: Batch handler per main topic (the topics not in ``handlers``).
     """
@@ -47,6 +49,33 @@ class TierBuilder:
     producer: Any
     stack: contextlib.AsyncExitStack
     batch_handlers: Mapping[str, BatchHandler] = attrs.field(factory=dict)
+    _transactions: dict[str, TierTransaction] = attrs.field(factory=dict, init=False)
+
+    async def handoff_producer(
+        self, tier: str, group_id: str
+    ) -> tuple[Any, TierTransaction | None]:
+        """The producer that tier ``tier``'s hand-offs go through, and its transaction.
+
+        Without ``exactly_once``: the consumer's producer, no transaction. With
+        it: the tier's own transactional producer (started, closed with the
+        stack) and the transaction that commits the hand-offs with the offsets
+        of group ``group_id``; :meth:`kafka_tier` gives the tier the same one.
+
+        Raises:
+            SetupError: The broker has no transactions.
+            ServiceUnavailableError: Kafka stayed unreachable for every attempt.
+        """
+        if not self.config.exactly_once:
+            return self.producer, None
+        transaction = self._transactions.get(tier)
+        if transaction is None:
+            config = self.config
+            producer = await _kafka.start_transactional_producer(config, self.transport, tier)
+            name = f"producer {_kafka.transactional_id(config, tier)}"
+            self.stack.push_async_callback(_kafka.close_within_bound, name, producer.stop)
+            transaction = TierTransaction(producer, group_id, _kafka.transactional_id(config, tier))
+            self._transactions[tier] = transaction
+        return transaction.producer, transaction
 
     def dispatcher(
         self,
@@ -89,6 +118,8 @@ class TierBuilder:
         consumer = self.transport.consumer(config, group_id, name, reset)
         self.stack.push_async_callback(consumer.stop)
         await _kafka.start_within_bound(config, "Kafka", consumer.start)
+        if config.exactly_once:
+            await self.handoff_producer(name, group_id)  # a tier with no hand-offs commits too
         return KafkaTier(
             name,
             config,
@@ -98,4 +129,5 @@ class TierBuilder:
             delay,
             self.clock,
             self.observer,
+            transaction=self._transactions.get(name),
         )

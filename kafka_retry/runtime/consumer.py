@@ -276,8 +276,11 @@ class Consumer:
                 await _kafka.ensure_topics(admin, config)
             else:
                 await _kafka.check_topics(admin, config)
-            producer = await _kafka.start_producer(config, self._transport)
-            stack.push_async_callback(producer.stop)
+            producer = None
+            if not config.exactly_once:
+                # With exactly_once each tier hands off on its own transactional producer.
+                producer = await _kafka.start_producer(config, self._transport)
+                stack.push_async_callback(producer.stop)
             builder = TierBuilder(
                 config=config,
                 handlers=self._handlers,

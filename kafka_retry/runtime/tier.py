@@ -14,8 +14,10 @@ from aiokafka.errors import KafkaError
 from kafka_retry import _kafka
 from kafka_retry._clock import Cancellable, Clock
 from kafka_retry._observe import NullObserver, Observer
+from kafka_retry._transaction import TierTransaction
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
+from kafka_retry.runtime._txcommit import commit_in_transaction as _commit_in_transaction
 from kafka_retry.runtime.batching import BatchPartitionWorker
 from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
 from kafka_retry.runtime.dispatch import Dispatcher
@@ -115,6 +117,8 @@ class KafkaTier:
         delay: The tier's retry interval in seconds (None on the main tier).
         clock: Time source.
         observer: Receives rebalances and commit failures.
+        transaction: With ``exactly_once``, the transaction the tier's hand-offs
+            join: commits end it with the tier's offsets.
     """
 
     def __init__(
@@ -127,8 +131,11 @@ class KafkaTier:
         delay: float | None,
         clock: Clock,
         observer: Observer | None = None,
+        *,
+        transaction: TierTransaction | None = None,
     ) -> None:
         self.name = name
+        self._transaction = transaction
         self._observer: Observer = observer or NullObserver()
         #: Clock time of the last completed poll (None before the first).
         self.last_poll: float | None = None
@@ -416,13 +423,19 @@ class KafkaTier:
                 self._forget(tp)
 
     async def commit(self, partitions: list[TopicPartition] | None = None) -> None:
-        """Commit the done position of each partition that moved since the last commit."""
-        offsets: dict[TopicPartition, int] = {}
-        for tp in partitions if partitions is not None else list(self._held):
-            state = self._held.get(tp)
-            position = state.worker.position() if state is not None else None
-            if state is not None and position is not None and position != state.committed:
-                offsets[tp] = position
+        """Commit the done position of each partition that moved since the last commit.
+
+        With ``exactly_once`` the offsets of every held partition are committed
+        in the tier's transaction, with its hand-offs (``runtime/_txcommit.py``).
+
+        Raises:
+            KafkaRetryError: With ``exactly_once``, the transaction could not end.
+        """
+        if self._transaction is not None:
+            final = partitions is not None or self._stopping
+            await _commit_in_transaction(self, self._transaction, final=final)
+            return
+        offsets = self.moved(partitions)
         if not offsets:
             return
         try:
@@ -439,6 +452,24 @@ class KafkaTier:
                 extra={"tier": self.name, "error_type": type(exc).__name__},
             )
             return
+        self.committed(offsets)
+
+    def moved(self, partitions: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """The done position of each partition (of ``partitions``) not committed yet."""
+        offsets: dict[TopicPartition, int] = {}
+        for tp in partitions if partitions is not None else list(self._held):
+            state = self._held.get(tp)
+            position = state.worker.position() if state is not None else None
+            if state is not None and position is not None and position != state.committed:
+                offsets[tp] = position
+        return offsets
+
+    def positions(self) -> dict[TopicPartition, int | None]:
+        """The done position of every held partition (None: nothing done yet)."""
+        return {tp: state.worker.position() for tp, state in self._held.items()}
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        """Note ``offsets`` as committed."""
         for tp, position in offsets.items():
             state = self._held.get(tp)
             if state is not None:

@@ -66,6 +66,8 @@ class FaultRun:
         replication_factor: Copies of the main topic and of the retry and
             dead-letter topics the workers create.
         session_timeout_ms: The workers' group session timeout.
+        exactly_once: The workers' ``exactly_once`` (Kafka backend); the
+            run's topics are then read with ``read_committed``.
     """
 
     def __init__(
@@ -84,8 +86,11 @@ class FaultRun:
         padding: int = 64,
         replication_factor: int = 1,
         session_timeout_ms: int = 6000,
+        exactly_once: bool = False,
     ) -> None:
         self.services = services
+        self.exactly_once = exactly_once
+        self._instances: dict[int, str] = {}
         self.scenario = scenario
         self.backend = backend
         self.plan = plan
@@ -164,10 +169,20 @@ class FaultRun:
             args += ["--database-url", self.services.database_url, "--schema", self._schema]
         if self._handler_timeout is not None:
             args += ["--handler-timeout", str(self._handler_timeout)]
+        if self.exactly_once:
+            args += ["--exactly-once", "--instance-id", self._free_instance()]
         log = self._directory / f"worker-{len(self.workers) + 1}.log"
         worker = Worker(args, log, self._directory / "ledger")
         self.workers.append(worker)
+        if self.exactly_once:
+            self._instances[worker.pid] = args[-1]
         return worker
+
+    def _free_instance(self) -> str:
+        """The first instance id no live worker has: a restart takes the killed one's."""
+        taken = {self._instances.get(worker.pid) for worker in self.alive}
+        slot = next(n for n in range(len(self.workers) + 1) if f"w{n}" not in taken)
+        return f"w{slot}"
 
     async def join(self) -> Worker:
         """Start one more worker and wait until its consumer is ready."""
@@ -262,6 +277,8 @@ class FaultRun:
             self.services.database_url, self.database, self.group
         ):
             return False
+        if self.exactly_once:
+            return await stores.unread(self.services.bootstrap, self.groups) == 0
         return await stores.lag(self.services.bootstrap, self.groups) == 0
 
     async def dead_letters(self) -> list[DeadLetter]:
@@ -270,7 +287,19 @@ class FaultRun:
             return await stores.postgres_dead_letters(
                 self.services.database_url, self.database, self.group
             )
-        return await stores.kafka_dead_letters(self.services.bootstrap, self.chain.dead_letter)
+        return await stores.kafka_dead_letters(
+            self.services.bootstrap, self.chain.dead_letter, self._isolation_level
+        )
+
+    @property
+    def _isolation_level(self) -> str:
+        return "read_committed" if self.exactly_once else "read_uncommitted"
+
+    async def forwards(self, isolation_level: str | None = None) -> list[DeadLetter]:
+        """Every record in the run's first retry topic (Kafka backend), read as the run reads."""
+        return await stores.kafka_dead_letters(
+            self.services.bootstrap, self.chain.retries[0], isolation_level or self._isolation_level
+        )
 
     async def settle(self, within: float = 120.0) -> list[DeadLetter]:
         """Wait until every id is terminal and every tier has committed all it read.

@@ -171,8 +171,47 @@ async def pending_rows(database_url: str, database: DatabaseConfig, group: str) 
         await connection.close()
 
 
-async def kafka_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
-    """Every record of the dead-letter topic ``topic``, from the start to the end."""
+async def unread(bootstrap: str, groups: Sequence[tuple[str, str]]) -> int:
+    """Committed records past each group's committed offset, summed over ``(group, topic)``.
+
+    The lag of :func:`lag` for topics written in transactions: their commit
+    markers take offsets that no consumer commits past.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await admin.start()
+        behind = 0
+        for group, topic in groups:
+            tps = await _partitions(admin, topic)
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            consumer.assign(tps)
+            for tp in tps:
+                done = committed.get(tp)
+                consumer.seek(tp, max(0, done.offset if done is not None else 0))
+            ends = await consumer.end_offsets(tps)
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                batches = await consumer.getmany(timeout_ms=500)
+                behind += sum(len(batch) for batch in batches.values())
+        return behind
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
+async def kafka_dead_letters(
+    bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"
+) -> list[DeadLetter]:
+    """Every record of the dead-letter topic ``topic``, from the start to the end.
+
+    Any topic of a run's chain reads the same way (the retry topics too).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -180,6 +219,7 @@ async def kafka_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
         enable_auto_commit=False,
         fetch_max_bytes=_MAX_REQUEST,
         max_partition_fetch_bytes=_MAX_REQUEST,
+        isolation_level=isolation_level,
     )
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -9,6 +9,7 @@ seconds to recover from its faults.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import time
@@ -20,7 +21,7 @@ import attrs
 import pytest
 
 from tests.faults.harness import Fault, FaultRun
-from tests.faults.ledger import Call, Verdict
+from tests.faults.ledger import Call, DeadLetter, Verdict
 from tests.faults.plan import INTERRUPTS, Act, behaviour
 from tests.faults.services import Services, Worker
 
@@ -104,6 +105,87 @@ async def test_sigkill_five_times(
         for fault, new in zip(run.faults, run.workers[1:], strict=True):
             fault.recovery = run.ledger.first_after(fault.over, pid=new.pid)
     conclude(zip(runs, verdicts, strict=True), fault_report)
+
+
+def _duplicates(records: Iterable[DeadLetter]) -> int:
+    """Records past the first of each id."""
+    counts = collections.Counter(record.fid for record in records)
+    return sum(count - 1 for count in counts.values())
+
+
+@pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly_once", "at_least_once"])
+async def test_sigkill_five_times_storm_retry_topic(
+    exactly_once: bool,
+    fault_services: Services,
+    fault_count: int,
+    fault_random: random.Random,
+    fault_report: list[str],
+    tmp_path: Path,
+) -> None:
+    """A storm (every first attempt fails), SIGKILL x5: exactly_once forwards each failure once.
+
+    With exactly_once the retry topic read with read_committed holds every id
+    exactly once; read_uncommitted shows the forwards the kills aborted. Both
+    lose nothing; without it the report shows the duplicate forwards a kill
+    between a forward and its commit leaves. Handler calls stay at-least-once.
+    """
+    rng = random.Random(fault_random.random())
+    async with FaultRun(
+        fault_services,
+        tmp_path / "kafka",
+        scenario=f"sigkill x5 storm {'eo' if exactly_once else 'alo'}",
+        backend="kafka",
+        plan="storm",
+        count=fault_count,
+        exactly_once=exactly_once,
+    ) as run:
+        worker = run.start_worker()
+        for fraction in moments(rng, 5):
+            await run.wait_progress(fraction)
+            await asyncio.sleep(rng.uniform(0, 0.3))
+            worker = await run.restart(worker)
+        verdict = await run.finish()
+        committed = await run.forwards()
+        raw = await run.forwards("read_uncommitted")
+    for fault, new in zip(run.faults, run.workers[1:], strict=True):
+        fault.recovery = run.ledger.first_after(fault.over, pid=new.pid)
+    duplicates = _duplicates(committed)
+    fault_report.append(
+        f"{run.report(verdict)} retry-topic(read_committed)={len(committed)}"
+        f" duplicates={duplicates} aborted-forwards={len(raw) - len(committed)}"
+    )
+    conclude([(run, verdict)], [])
+    assert {record.fid for record in committed} == {record.fid for record in run.records}
+    if exactly_once:
+        assert duplicates == 0
+        assert len(committed) == run.count
+
+
+async def test_clean_rebalances_exactly_once(
+    fault_services: Services,
+    fault_count: int,
+    fault_random: random.Random,
+    fault_report: list[str],
+    tmp_path: Path,
+) -> None:
+    """exactly_once: members join and leave cleanly: no duplicate handler call, no loss."""
+    async with FaultRun(
+        fault_services,
+        tmp_path / "kafka",
+        scenario="rebalance (clean) eo",
+        backend="kafka",
+        count=fault_count,
+        pace=paced(fault_count),
+        exactly_once=True,
+    ) as run:
+        verdict = await _churn(run, random.Random(fault_random.random()), "clean")
+        committed = await run.forwards()
+    for fault in run.faults:
+        fault.recovery = run.ledger.longest_pause(fault.over, fault.over + 15)
+    conclude([(run, verdict)], fault_report)
+    assert verdict.duplicates == 0, f"{verdict.duplicates} duplicate(s)"
+    assert verdict.extra_calls == 0, f"{verdict.extra_calls} redelivery(ies)"
+    assert _duplicates(committed) == 0
 
 
 async def test_broker_restart(

@@ -145,6 +145,9 @@ def config_from(args: argparse.Namespace) -> Config:
         connect_interval=0.5,
         metrics=False,
         client_id=f"faults-{os.getpid()}",
+        # A restarted worker is the same instance: it fences the killed one.
+        exactly_once=args.exactly_once,
+        instance_id=args.instance_id,
     )
 
 
@@ -183,6 +186,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pace", type=float, default=0.0)
     parser.add_argument("--replication-factor", type=int, default=1)
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--exactly-once", action="store_true")
+    parser.add_argument("--instance-id", default=None)
     return parser.parse_args(argv)
 
 
