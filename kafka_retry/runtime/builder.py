@@ -14,6 +14,8 @@ from kafka_retry._kafka import KafkaTransport
 from kafka_retry._observe import Observer
 from kafka_retry.config import Config
 from kafka_retry.retry.base import DeadLetterSink, RetryBackend
+from kafka_retry.runtime._calm import FailureLog
+from kafka_retry.runtime.breaker import Breakers
 from kafka_retry.runtime.dispatch import Dispatcher, Handler
 from kafka_retry.runtime.tier import KafkaTier
 
@@ -35,6 +37,8 @@ class TierBuilder:
         transport: Makes the Kafka clients.
         producer: The consumer's started producer (hand-offs to topics use it).
         stack: Closes what is opened here, after the tiers have ended.
+        breakers: The circuit breakers, one per main topic, shared by every tier.
+        failure_log: Logs handler failures calmly, for every tier.
     """
 
     config: Config
@@ -44,6 +48,8 @@ class TierBuilder:
     transport: KafkaTransport
     producer: Any
     stack: contextlib.AsyncExitStack
+    breakers: Breakers | None = None
+    failure_log: FailureLog | None = None
 
     def dispatcher(
         self,
@@ -64,6 +70,8 @@ class TierBuilder:
             clock=self.clock,
             observer=self.observer,
             tier=tier,
+            breakers=self.breakers,
+            failure_log=self.failure_log,
         )
 
     async def kafka_tier(

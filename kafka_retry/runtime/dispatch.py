@@ -14,6 +14,9 @@ from kafka_retry.config import Config
 from kafka_retry.errors import NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
 from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend, describe_error
+from kafka_retry.runtime._calm import FailureLog
+from kafka_retry.runtime._guard import gated, retrying
+from kafka_retry.runtime.breaker import Breakers
 
 log = logging.getLogger("kafka_retry")
 
@@ -56,6 +59,8 @@ class Dispatcher:
         clock: Time source.
         observer: Receives durations and outcomes.
         tier: The tier's name, for the observer.
+        breakers: The consumer's circuit breakers, shared by its tiers.
+        failure_log: Logs failures calmly; shared by the consumer's tiers.
     """
 
     def __init__(
@@ -70,8 +75,14 @@ class Dispatcher:
         clock: Clock,
         observer: Observer | None = None,
         tier: str = "main",
+        breakers: Breakers | None = None,
+        failure_log: FailureLog | None = None,
     ) -> None:
         self._config = config
+        self._breakers = breakers or Breakers(None, (), clock)
+        self._failure_log = failure_log or FailureLog(
+            config.log_first_failures, config.log_summary_interval
+        )
         self.observer: Observer = observer or NullObserver()
         self.tier = tier
         self._callers: dict[str, Call] = {}
@@ -153,12 +164,31 @@ class Dispatcher:
         SystemExit) propagate: they are never swallowed as a retry. Cancellation
         of the calling task propagates too.
 
+        Behind the topic's circuit breaker (if any), and retried in place
+        ``blocking_retries`` times (if any): see :mod:`._guard`.
+
         Workers that handle one topic take it once and call it per message:
         what it needs is bound in advance, so the hot path looks nothing up.
         """
         known = self._callers.get(topic)
         if known is not None:
             return known
+        call = self._handler_call(topic)
+        breaker = self._breakers.get(topic)
+        if breaker is not None:
+            call = gated(call, breaker, self.retryable)
+        retries = self._config.blocking_retries
+        if retries:
+            backoff = self._config.blocking_backoff
+            call = retrying(call, retries, backoff, self.retryable, self._clock, breaker)
+        self._callers[topic] = call
+        return call
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a handler's ``error`` may be retried (in place or in a later tier)."""
+        return not isinstance(error, self._non_retryable)
+
+    def _handler_call(self, topic: str) -> Call:
         handler = self._handlers[topic]
         succeeded = self.observer.success_recorder(self.tier, topic)
         timeout = self._timeout
@@ -180,7 +210,6 @@ class Dispatcher:
             succeeded(perf_counter() - started)
             return None
 
-        self._callers[topic] = call
         return call
 
     def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
@@ -213,16 +242,18 @@ class Dispatcher:
             error_message = f"handler timed out after {self._timeout}s"
         final = self._exhausted or isinstance(error, self._non_retryable)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
-        log.warning(
+        self._failure_log.failed(
             "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            message.attempt,
-            error_type,
-            error_message,
-            "dead letter" if final else f"retry {message.attempt}",
-            extra={
+            (
+                message.topic,
+                message.partition,
+                message.offset,
+                message.attempt,
+                error_type,
+                error_message,
+                "dead letter" if final else f"retry {message.attempt}",
+            ),
+            {
                 "topic": message.topic,
                 "partition": message.partition,
                 "offset": message.offset,
@@ -230,6 +261,7 @@ class Dispatcher:
                 "tier": self.tier,
                 "main_topic": message.main_topic,
                 "error_type": error_type,
+                "error_message": error_message,
             },
         )
         return Failure(
