@@ -37,7 +37,7 @@ INTERVALS = (0.5, 1.0)
 #: Attempts before a failing message is dead-lettered.
 MAX_ATTEMPTS = 1 + len(INTERVALS)
 
-PLANS = ("standard", "timeouts", "interrupts", "poison")
+PLANS = ("standard", "timeouts", "interrupts", "poison", "storm")
 
 
 class Act(enum.Enum):
@@ -124,6 +124,8 @@ INTERRUPTS = {
     10: Behaviour((Act.FAIL, Act.INTERRUPT)),
     17: Behaviour((Act.ABORT,)),
 }
+#: The downstream is down for the main tier: every first call fails, every retry succeeds.
+_STORM = (Behaviour((Act.FAIL, Act.OK)),)
 _POISON = (
     Behaviour((Act.OK,)),
     Behaviour((Act.FAIL, Act.FAIL, Act.OK)),
@@ -139,7 +141,8 @@ def behaviour(plan: str, fid: int) -> Behaviour:
     10 % always fail, 10 % are non-retryable. ``timeouts``: hangs past the
     handler timeout, self-cancellation, a returned value. ``interrupts``: the
     standard plan with three process-ending interruptions. ``poison``: each odd
-    record in four behaviours.
+    record in four behaviours. ``storm``: every first attempt fails, so every
+    message is handed off in batches, and every retry succeeds.
 
     Raises:
         ValueError: ``plan`` is not one of :data:`PLANS`.
@@ -152,6 +155,8 @@ def behaviour(plan: str, fid: int) -> Behaviour:
         return INTERRUPTS.get(fid) or _STANDARD[fid % len(_STANDARD)]
     if plan == "poison":
         return _POISON[fid % len(_POISON)]
+    if plan == "storm":
+        return _STORM[0]
     raise ValueError(f"unknown plan {plan!r}")
 
 
