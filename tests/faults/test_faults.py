@@ -133,6 +133,9 @@ async def test_sigkill_during_a_storm(
         verdicts = await at_once(
             *(kill_three_times(run, random.Random(fault_random.random())) for run in runs)
         )
+    for run in runs:
+        for fault, new in zip(run.faults, run.workers[1:], strict=True):
+            fault.recovery = run.ledger.first_after(fault.over, pid=new.pid)
     conclude(zip(runs, verdicts, strict=True), fault_report)
 
 
