@@ -25,7 +25,12 @@ def gated(call: Call, breaker: Breaker, retryable: Retryable) -> Call:
     async def gated_call(message: Message) -> BaseException | None:
         # Closed is the common case: no extra await on the hot path.
         probe = False if breaker.closed else await breaker.admit()
-        error = await call(message)
+        try:
+            error = await call(message)
+        except BaseException:
+            if probe:  # cancelled or interrupted: it says nothing, let another probe
+                breaker.abandon_probe()
+            raise
         breaker.record(error is not None and retryable(error), probe)
         return error
 

@@ -120,6 +120,11 @@ class Breaker:
         if full and self._failed >= self._settings.failure_ratio * len(window):
             self._open(self._settings.open_for)
 
+    def abandon_probe(self) -> None:
+        """The probe ended without an outcome (cancelled): the next caller probes instead."""
+        self._probing = False
+        self._changed.set()
+
     def cancel_waiting(self) -> None:
         """Cancel the tasks waiting to start a call: at shutdown, their records are redelivered."""
         for task in list(self._waiting):

@@ -204,3 +204,28 @@ def test_in_place_retries_must_fit_in_the_poll_interval() -> None:
         Config(**base, blocking_retries=-1)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="circuit_breaker"):
         Config(**base, circuit_breaker=0.5)  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_probe_lets_the_next_caller_probe() -> None:
+    """A probe cancelled mid-call (a revoke, a stop) does not leave the breaker stuck."""
+    clock = VirtualClock()
+    b = breaker(clock)
+    for _ in range(4):
+        b.record(True, probe=False)
+    clock.advance(10.0)
+    await settle()
+    hang = asyncio.Event()
+
+    async def slow(message: Message) -> BaseException | None:
+        await hang.wait()
+        return None
+
+    call = gated(slow, b, lambda error: True)
+    probe = asyncio.create_task(call(MESSAGE))
+    await settle()
+    waiting = asyncio.create_task(b.admit())
+    await settle()
+    assert not waiting.done()
+    probe.cancel()
+    await settle()
+    assert waiting.done() and waiting.result() is True
