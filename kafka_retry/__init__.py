@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kafka_retry._decoding import Decoder, default_decoder
-from kafka_retry.config import Config, DatabaseConfig
+from kafka_retry.config import CircuitBreaker, Config, DatabaseConfig
 from kafka_retry.errors import (
     AuthenticationError,
     BatchFailed,
@@ -25,6 +25,7 @@ from kafka_retry.topology import TopicChain, default_topic_name
 __all__ = [
     "AuthenticationError",
     "BatchFailed",
+    "CircuitBreaker",
     "Config",
     "ConfigError",
     "Consumer",

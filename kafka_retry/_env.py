@@ -83,6 +83,16 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
         _number("KAFKA_MAX_BUFFERED_BYTES", int),
     ),
     "KAFKA_ORDERING": ("ordering", _text),
+    "KAFKA_BLOCKING_RETRIES": ("blocking_retries", _number("KAFKA_BLOCKING_RETRIES", int)),
+    "KAFKA_BLOCKING_BACKOFF": ("blocking_backoff", _number("KAFKA_BLOCKING_BACKOFF", float)),
+    "KAFKA_LOG_FIRST_FAILURES": (
+        "log_first_failures",
+        _number("KAFKA_LOG_FIRST_FAILURES", int),
+    ),
+    "KAFKA_LOG_SUMMARY_INTERVAL": (
+        "log_summary_interval",
+        _number("KAFKA_LOG_SUMMARY_INTERVAL", float),
+    ),
     "KAFKA_METRICS": ("metrics", _bool("KAFKA_METRICS")),
     "KAFKA_METRICS_INTERVAL": ("metrics_interval", _number("KAFKA_METRICS_INTERVAL", float)),
     "KAFKA_TRACING": ("tracing", _bool("KAFKA_TRACING")),

@@ -30,11 +30,14 @@ from kafka_retry.topology import (
     find_collision,
 )
 
-__all__ = ["Config", "DatabaseConfig"]
+__all__ = ["CircuitBreaker", "Config", "DatabaseConfig"]
 
 RetryBackendName = Literal["kafka", "postgres"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Ordering = Literal["partition", "key", "none"]
+
+#: The in-place retry backoff is multiplied by a random factor from 1 up to this.
+BLOCKING_JITTER = 1.5
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -138,6 +141,44 @@ def _intervals(value: Iterable[float] | str) -> tuple[float, ...]:
         return tuple(float(item) for item in items)
     except (TypeError, ValueError):
         raise _fail("retry_intervals", f"must be numbers of seconds, got {value!r}") from None
+
+
+def _breaker_field(name: str, value: object, *, whole: bool = False) -> None:
+    kind = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        raise _fail(f"circuit_breaker.{name}", f"must be a number > 0, got {value!r}")
+
+
+@attrs.frozen
+class CircuitBreaker:
+    """When to stop calling a main topic's handler because its downstream is down.
+
+    One breaker per main topic covers that topic's partitions in every tier. It
+    *opens* when at least ``failure_ratio`` of the topic's last ``window``
+    handler calls failed with a retryable error: no handler call starts for
+    the topic until ``open_for`` seconds have passed. Then it is *half-open*:
+    one message goes through; a success closes the breaker, a failure opens it
+    again for twice as long, up to ``max_open_for``.
+
+    Raises:
+        ConfigError: A value is out of range; names the field.
+    """
+
+    failure_ratio: float = 0.5
+    window: int = 20
+    open_for: float = 30.0
+    max_open_for: float = 300.0
+
+    def __attrs_post_init__(self) -> None:
+        _breaker_field("failure_ratio", self.failure_ratio)
+        if self.failure_ratio > 1:
+            ratio = self.failure_ratio
+            raise _fail("circuit_breaker.failure_ratio", f"must be <= 1, got {ratio!r}")
+        _breaker_field("window", self.window, whole=True)
+        _breaker_field("open_for", self.open_for)
+        _breaker_field("max_open_for", self.max_open_for)
+        if self.max_open_for < self.open_for:
+            raise _fail("circuit_breaker.max_open_for", "must be >= open_for")
 
 
 @attrs.frozen
@@ -316,6 +357,12 @@ class Config:
     error_max_length: int = attrs.field(default=4096)
     retry_batch_size: int = attrs.field(default=250)
     retry_lease: float = attrs.field(default=600.0, validator=_positive)
+    # Outages
+    blocking_retries: int = attrs.field(default=0)
+    blocking_backoff: float = attrs.field(default=0.1, validator=_positive)
+    circuit_breaker: CircuitBreaker | None = attrs.field(default=None)
+    log_first_failures: int = attrs.field(default=5)
+    log_summary_interval: float = attrs.field(default=10.0, validator=_positive)
     # Observability
     metrics: bool = attrs.field(default=True, validator=_flag)
     metrics_interval: float = attrs.field(default=5.0, validator=_positive)
@@ -396,8 +443,14 @@ class Config:
             if not (isinstance(item, type) and issubclass(item, BaseException)):
                 raise _fail("non_retryable", f"{item!r} is not an exception class")
 
+    @circuit_breaker.validator
+    def _check_breaker(self, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and not isinstance(value, CircuitBreaker):
+            raise _fail("circuit_breaker", f"must be a CircuitBreaker or None, got {value!r}")
+
     def __attrs_post_init__(self) -> None:
         self._check_counts()
+        self._check_blocking()
         if self.retry_backend == "postgres" and self.database is None:
             raise _fail("database", "the postgres retry backend needs database settings")
         if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
@@ -450,6 +503,30 @@ class Config:
                 " forward of its transaction, and with 'key' or 'none' a slow handler"
                 " below a forwarded record would hold it back",
             )
+
+    def _check_blocking(self) -> None:
+        for name, number in (
+            ("blocking_retries", self.blocking_retries),
+            ("log_first_failures", self.log_first_failures),
+        ):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise _fail(name, f"must be a whole number >= 0, got {number!r}")
+        # A worker waits in place; its partition's records and commit wait with it,
+        # so the longest wait must stay well inside max_poll_interval_ms.
+        longest = self.longest_blocking_wait
+        if longest * 1000 >= self.max_poll_interval_ms:
+            raise _fail(
+                "blocking_retries",
+                f"{self.blocking_retries} in-place retries from {self.blocking_backoff}s may"
+                f" wait {longest:.1f}s, not less than max_poll_interval_ms"
+                f" ({self.max_poll_interval_ms})",
+            )
+
+    @property
+    def longest_blocking_wait(self) -> float:
+        """Seconds the in-place retries of one message may sleep in all, at most."""
+        doublings: int = 2**self.blocking_retries - 1
+        return BLOCKING_JITTER * self.blocking_backoff * doublings
 
     def _check_counts(self) -> None:
         bounds = {

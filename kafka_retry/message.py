@@ -105,6 +105,8 @@ class Message:
         main_topic: The main topic whose handler runs.
         attempt: 1 for the first try, 2 for the first retry, and so on.
         provenance: The previous failure, when ``attempt > 1``.
+        blocking_attempt: The in-place try of this attempt: 1 for the first call,
+            2 for the first of ``Config.blocking_retries``, and so on.
     """
 
     topic: str
@@ -117,6 +119,7 @@ class Message:
     main_topic: str
     attempt: int = 1
     provenance: Provenance | None = None
+    blocking_attempt: int = 1
 
     def header(self, name: str) -> bytes | None:
         """The value of the last header called ``name``, or None."""

@@ -81,6 +81,7 @@ class Metrics:
     pending_rows: Gauge
     dead_lettered_rows: Gauge
     go_dead_lettered: Gauge
+    circuit_state: Gauge
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -138,7 +139,16 @@ class Metrics:
                 "Dead-lettered messages in the database (the Go module's name).",
                 ("group",),
             ),
+            circuit_state=gauge(
+                "kafka_retry_circuit_state",
+                "Circuit breaker per main topic: 0 closed, 1 open, 2 half-open.",
+                ("topic",),
+            ),
         )
+
+    def circuit_changed(self, topic: str, state: int) -> None:
+        """Set the breaker gauge of main topic ``topic``."""
+        self.circuit_state.labels(topic=topic).set(int(state))
 
 
 class PrometheusObserver:
@@ -334,6 +344,10 @@ class Health:
             without a database, and once the consumer stopped.
         live: Not stopped, no tier ended early, no Kafka poll older than the bound.
         ready: Live, running, every tier ready, and the database (if any) reachable.
+        circuit_breakers: The state of each main topic's circuit breaker
+            (``closed``, ``open``, ``half_open``); empty when the breaker is off.
+            An open breaker leaves the consumer live and ready: it is waiting on
+            purpose.
     """
 
     state: ConsumerState
@@ -341,6 +355,7 @@ class Health:
     database_reachable: bool | None
     live: bool
     ready: bool
+    circuit_breakers: dict[str, str] = attrs.field(factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the state as its value, tiers as a list)."""
@@ -350,4 +365,5 @@ class Health:
             "ready": self.ready,
             "database_reachable": self.database_reachable,
             "tiers": [attrs.asdict(tier) for tier in self.tiers],
+            "circuit_breakers": dict(self.circuit_breakers),
         }

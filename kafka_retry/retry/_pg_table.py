@@ -81,6 +81,9 @@ class RetryRows(Protocol):
     async def insert(self, params: Sequence[object]) -> None:
         """Insert one row: the values of :data:`~kafka_retry.retry._pg_rows.INSERT_COLUMNS`."""
 
+    async def insert_many(self, rows: Sequence[Sequence[object]]) -> None:
+        """Insert rows like :meth:`insert`, in one transaction: all of them or none."""
+
     async def claim(
         self,
         group: str,
@@ -128,6 +131,13 @@ class PgRows:
         await self._pool.execute(self._sql.insert, *params)
         if params[_STATE] == PENDING:
             _tell(self._listeners, params[_ATTEMPTS], params[_DUE_AT])
+
+    async def insert_many(self, rows: Sequence[Sequence[object]]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(self._sql.insert, rows)
+        for params in rows:
+            if params[_STATE] == PENDING:
+                _tell(self._listeners, params[_ATTEMPTS], params[_DUE_AT])
 
     async def claim(
         self,

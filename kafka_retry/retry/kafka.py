@@ -8,18 +8,13 @@ from typing import Any
 
 import attrs
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError
 
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
-from kafka_retry._produce import start_send
 from kafka_retry._transaction import TierTransaction
 from kafka_retry.message import Header, Message, producible_headers, with_provenance
+from kafka_retry.retry._batches import TOO_LARGE, BatchTooLarge, PartitionBatches, partition_for
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.runtime.builder import TierBuilder
 from kafka_retry.runtime.tier import Tier
@@ -31,8 +26,7 @@ log = logging.getLogger("kafka_retry")
 
 _BACKOFF_FIRST = 0.2
 _BACKOFF_MAX = 10.0
-#: Errors that resending the same record cannot fix; only a larger topic limit can.
-_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+_TOO_LARGE = TOO_LARGE
 _RAISE_LIMIT = (
     ": the record is too large for the topic; it waits (its offset is not committed,"
     " nothing is lost) until the topic's max.message.bytes is raised"
@@ -91,7 +85,10 @@ class KafkaForwarder:
     :class:`~kafka_retry.retry.base.DeadLetterSink` of the Kafka backend. A send
     that fails (broker down, timeout) is retried with capped exponential backoff
     until it is acknowledged or the caller is cancelled; the caller's offset is
-    not done before then, so nothing is lost.
+    not done before then, so nothing is lost. Records bound for one partition
+    are sent in batches, one in flight while the next fills (see
+    :mod:`._batches`): a failure storm costs a request per partition and round
+    trip, not one per failure.
 
     A record that its retry topic refuses as too large is dead-lettered at once
     (the error text says so). One that the dead-letter topic refuses too is
@@ -115,6 +112,8 @@ class KafkaForwarder:
         self._chains = chains
         self._intervals = intervals
         self._clock = clock
+        self._batches = PartitionBatches(producer)
+        self._partitions: dict[str, list[int]] = {}
 
     async def schedule(self, failure: Failure) -> None:
         """Send to the retry topic after ``failure.attempts``; due after its interval."""
@@ -162,11 +161,16 @@ class KafkaForwarder:
         message = failure.message
         headers = with_provenance(producible_headers(message.headers), failure.provenance(due_at))
         backoff = _BACKOFF_FIRST
+        alone = False
         while True:
             try:
-                delivery = await self._produce(topic, message, headers)
+                delivery = await self._produce(topic, message, headers, alone=alone)
                 await delivery
                 return
+            except BatchTooLarge:
+                # Refused with others: only on its own does the broker say whether
+                # this record is the one too large.
+                alone = True
             except KafkaError as exc:
                 too_large = isinstance(exc, _TOO_LARGE)
                 if too_large and give_up_if_too_large:
@@ -184,9 +188,25 @@ class KafkaForwarder:
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    async def _produce(self, topic: str, message: Message, headers: list[Header]) -> Any:
+    async def _produce(
+        self, topic: str, message: Message, headers: list[Header], *, alone: bool
+    ) -> Any:
         """Start sending one record; return the future of its acknowledgement."""
         timestamp = message.timestamp if message.timestamp >= 0 else None
-        return await start_send(
-            self._producer, topic, message.key, message.value, headers, timestamp, message.partition
-        )
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        partition = partition_for(message.key, message.partition, partitions)
+        if not alone:
+            delivery = self._batches.add(
+                (topic, partition), message.key, message.value, timestamp, headers
+            )
+            if delivery is not None:
+                return delivery
+        # A batch of its own, which also takes a record without key and value
+        # (aiokafka's send() refuses those; Kafka and other clients do not).
+        batch = self._producer.create_batch()
+        batch.append(key=message.key, value=message.value, timestamp=timestamp, headers=headers)
+        batch.close()
+        return await self._producer.send_batch(batch, topic, partition=partition)

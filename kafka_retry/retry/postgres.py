@@ -45,6 +45,7 @@ from kafka_retry.retry._pg_connect import (
     close_pool,
     open_pool,
 )
+from kafka_retry.retry._pg_group import GroupCommit
 from kafka_retry.retry._pg_maintenance import MaintenanceTier, delete_succeeded
 from kafka_retry.retry._pg_poller import TablePoller
 from kafka_retry.retry._pg_rows import (
@@ -88,6 +89,8 @@ class PostgresStore:
     :class:`~kafka_retry.retry.base.DeadLetterSink` of the postgres backend.
     An insert that fails is retried with capped exponential backoff until it is
     committed or the caller is cancelled; the offset is not done before then.
+    Concurrent inserts (every partition's, every tier's) are committed together,
+    a batch per transaction (see :mod:`._pg_group`).
 
     Args:
         rows: The retry table.
@@ -100,6 +103,7 @@ class PostgresStore:
         self, rows: RetryRows, config: Config, clock: Clock, observer: Observer | None = None
     ) -> None:
         self._rows = rows
+        self._commits = GroupCommit(rows)
         self._intervals = config.retry_intervals
         self._clock = clock
         self._observer: Observer = observer or NullObserver()
@@ -118,7 +122,7 @@ class PostgresStore:
         backoff = Backoff()
         while True:
             try:
-                await self._rows.insert(params)
+                await self._commits.insert(params)
                 return
             except TRANSIENT as exc:
                 self._observer.forward_failed(self._rows.where, type(exc).__name__)

@@ -16,6 +16,8 @@ from kafka_retry._observe import Observer
 from kafka_retry._transaction import TierTransaction
 from kafka_retry.config import Config
 from kafka_retry.retry.base import DeadLetterSink, RetryBackend
+from kafka_retry.runtime._calm import FailureLog
+from kafka_retry.runtime.breaker import Breakers
 from kafka_retry.runtime.dispatch import Dispatcher, Handler
 from kafka_retry.runtime.tier import KafkaTier
 
@@ -39,6 +41,8 @@ class TierBuilder:
             None with ``exactly_once``, where each tier has its own.
         stack: Closes what is opened here, after the tiers have ended.
         batch_handlers: Batch handler per main topic (the topics not in ``handlers``).
+        breakers: The circuit breakers, one per main topic, shared by every tier.
+        failure_log: Logs handler failures calmly, for every tier.
     """
 
     config: Config
@@ -49,6 +53,8 @@ class TierBuilder:
     producer: Any
     stack: contextlib.AsyncExitStack
     batch_handlers: Mapping[str, BatchHandler] = attrs.field(factory=dict)
+    breakers: Breakers | None = None
+    failure_log: FailureLog | None = None
     _transactions: dict[str, TierTransaction] = attrs.field(factory=dict, init=False)
 
     async def handoff_producer(
@@ -97,6 +103,8 @@ class TierBuilder:
             observer=self.observer,
             tier=tier,
             batch_handlers=self.batch_handlers,
+            breakers=self.breakers,
+            failure_log=self.failure_log,
         )
 
     async def kafka_tier(

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from kafka_retry import _kafka
 from kafka_retry._batch import (
     DEFAULT_MAX_SIZE,
@@ -28,6 +30,8 @@ from kafka_retry.errors import ConsumerStateError, SetupError
 from kafka_retry.retry.base import Backend
 from kafka_retry.retry.kafka import KafkaBackend
 from kafka_retry.runtime import _lenient
+from kafka_retry.runtime._calm import FailureLog
+from kafka_retry.runtime.breaker import Breakers
 from kafka_retry.runtime.builder import TierBuilder
 from kafka_retry.runtime.dispatch import Handler, HandlerInterrupt
 from kafka_retry.runtime.state import ConsumerState
@@ -102,6 +106,8 @@ class Consumer:
             self._metrics = Metrics.for_registry(registry)
             observer = observer or PrometheusObserver(self._metrics)
         self._observer: Observer = observer or NullObserver()
+        listener = None if self._metrics is None else self._metrics.circuit_changed
+        self._breakers = Breakers(config.circuit_breaker, config.topics, self._clock, listener)
         self._pool: Any = None  # the postgres backend's, for health and gauges
         self._tier_tasks: dict[str, asyncio.Task[None]] = {}
         self._state = ConsumerState.NEW
@@ -281,6 +287,9 @@ class Consumer:
                 # With exactly_once each tier hands off on its own transactional producer.
                 producer = await _kafka.start_producer(config, self._transport)
                 stack.push_async_callback(producer.stop)
+            failure_log = FailureLog(config.log_first_failures, config.log_summary_interval)
+            stack.callback(failure_log.flush)
+            stack.callback(self._breakers.stop)
             builder = TierBuilder(
                 config=config,
                 handlers=self._handlers,
@@ -290,6 +299,8 @@ class Consumer:
                 producer=producer,
                 stack=stack,
                 batch_handlers=self._batch_handlers,
+                breakers=self._breakers,
+                failure_log=failure_log,
             )
             self._tiers = await self._build_tiers(builder)
             if self._stop_requested.is_set():
@@ -330,6 +341,9 @@ class Consumer:
                     sampler.cancel()
                 for tier in tiers:
                     tier.request_stop()
+                # Calls waiting for a breaker to close would hold the drain: their
+                # records are not done, so they are simply redelivered.
+                self._breakers.cancel_waiting()
         except BaseExceptionGroup as group_error:
             # One tier crashed (or several); surface the first as itself.
             raise group_error.exceptions[0] from group_error
@@ -356,9 +370,10 @@ class Consumer:
 
         if stale_after is None:
             stale_after = 2 * self.config.effective_rebalance_timeout_ms / 1000
-        return await health(
+        report = await health(
             self._state, self._tiers, self._tier_tasks, self._pool, self._clock, stale_after
         )
+        return attrs.evolve(report, circuit_breakers=self._breakers.states())
 
     async def _watch_ready(self, tiers: list[Tier]) -> None:
         await asyncio.gather(*(tier.ready.wait() for tier in tiers))

@@ -15,6 +15,9 @@ from kafka_retry.config import Config
 from kafka_retry.errors import BatchFailed, NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
 from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend, describe_error
+from kafka_retry.runtime._calm import FailureLog
+from kafka_retry.runtime._guard import gated, retrying
+from kafka_retry.runtime.breaker import Breakers
 
 if TYPE_CHECKING:
     from kafka_retry.runtime._tracing import Tracing
@@ -70,6 +73,8 @@ class Dispatcher:
         observer: Receives durations and outcomes.
         tier: The tier's name, for the observer.
         batch_handlers: Batch handler per main topic (topics not in ``handlers``).
+        breakers: The consumer's circuit breakers, shared by its tiers.
+        failure_log: Logs failures calmly; shared by the consumer's tiers.
     """
 
     def __init__(
@@ -85,9 +90,15 @@ class Dispatcher:
         observer: Observer | None = None,
         tier: str = "main",
         batch_handlers: Mapping[str, BatchHandler] | None = None,
+        breakers: Breakers | None = None,
+        failure_log: FailureLog | None = None,
     ) -> None:
         self._config = config
         self._batch_handlers = batch_handlers or {}
+        self._breakers = breakers or Breakers(None, (), clock)
+        self._failure_log = failure_log or FailureLog(
+            config.log_first_failures, config.log_summary_interval
+        )
         self.observer: Observer = observer or NullObserver()
         self.tier = tier
         self._callers: dict[str, Call] = {}
@@ -170,12 +181,31 @@ class Dispatcher:
         SystemExit) propagate: they are never swallowed as a retry. Cancellation
         of the calling task propagates too.
 
+        Behind the topic's circuit breaker (if any), and retried in place
+        ``blocking_retries`` times (if any): see :mod:`._guard`.
+
         Workers that handle one topic take it once and call it per message:
         what it needs is bound in advance, so the hot path looks nothing up.
         """
         known = self._callers.get(topic)
         if known is not None:
             return known
+        call = self._handler_call(topic)
+        breaker = self._breakers.get(topic)
+        if breaker is not None:
+            call = gated(call, breaker, self.retryable)
+        retries = self._config.blocking_retries
+        if retries:
+            backoff = self._config.blocking_backoff
+            call = retrying(call, retries, backoff, self.retryable, self._clock, breaker)
+        self._callers[topic] = call
+        return call
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a handler's ``error`` may be retried (in place or in a later tier)."""
+        return not isinstance(error, self._non_retryable)
+
+    def _handler_call(self, topic: str) -> Call:
         handler = self._handlers[topic]
         succeeded = self.observer.success_recorder(self.tier, topic)
         timeout = self._timeout
@@ -202,9 +232,8 @@ class Dispatcher:
             succeeded(perf_counter() - started)
             return None
 
-        built: Call = call if self._tracing is None else self._tracing.wrap(topic, call)
-        self._callers[topic] = built
-        return built
+        # A span per handler call (each in-place try too), when tracing is on.
+        return call if self._tracing is None else self._tracing.wrap(topic, call)
 
     def batch_handler(self, topic: str) -> BatchHandler | None:
         """The batch handler of main topic ``topic``, or None when it has a per-message one."""
@@ -284,16 +313,18 @@ class Dispatcher:
         error_type, error_message = describe_error(error, self._config.error_max_length)
         final = self.is_final(error)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
-        log.warning(
+        self._failure_log.failed(
             "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            message.attempt,
-            error_type,
-            error_message,
-            "dead letter" if final else f"retry {message.attempt}",
-            extra={
+            (
+                message.topic,
+                message.partition,
+                message.offset,
+                message.attempt,
+                error_type,
+                error_message,
+                "dead letter" if final else f"retry {message.attempt}",
+            ),
+            {
                 "topic": message.topic,
                 "partition": message.partition,
                 "offset": message.offset,
@@ -301,6 +332,7 @@ class Dispatcher:
                 "tier": self.tier,
                 "main_topic": message.main_topic,
                 "error_type": error_type,
+                "error_message": error_message,
             },
         )
         return Failure(

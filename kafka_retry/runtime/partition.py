@@ -44,6 +44,9 @@ class PartitionWorker(Feed):
         self._max_pending = max_pending
         self._on_drained = on_drained
         self._handoffs: set[asyncio.Task[None]] = set()
+        # Set when a hand-off ends: waiting on it is O(1), where asyncio.wait on
+        # max_pending tasks registers and removes a callback on every one of them.
+        self._handoff_ended = asyncio.Event()
         self._error: BaseException | None = None
 
     async def _run(self) -> None:
@@ -91,7 +94,9 @@ class PartitionWorker(Feed):
     async def _track(self, offset: int, handoff: Coroutine[Any, Any, None]) -> None:
         self._raise_handoff_error()
         while len(self._handoffs) >= self._max_pending:
-            await asyncio.wait(self._handoffs, return_when=asyncio.FIRST_COMPLETED)
+            self._handoff_ended.clear()
+            await self._handoff_ended.wait()
+            self._raise_handoff_error()
         slot = Slot(offset)
         self._slots.append(slot)
         task = asyncio.create_task(handoff)
@@ -99,6 +104,7 @@ class PartitionWorker(Feed):
 
         def finished(task: asyncio.Task[None]) -> None:
             self._handoffs.discard(task)
+            self._handoff_ended.set()
             if task.cancelled():
                 return
             error = task.exception()

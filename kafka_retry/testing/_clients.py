@@ -132,9 +132,13 @@ class MemoryBatch:
         key: bytes | None,
         value: bytes | None,
         headers: Iterable[Header] = (),
-    ) -> None:
-        """Add a record; unlike ``send``, key and value may both be None."""
+    ) -> int:
+        """Add a record; unlike ``send``, key and value may both be None.
+
+        Returns its place in the batch (never None: a memory batch is never full).
+        """
         self.records.append((key, value, timestamp, list(headers)))
+        return len(self.records) - 1
 
     def close(self) -> None:
         """Nothing to close."""

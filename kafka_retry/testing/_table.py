@@ -116,6 +116,13 @@ class MemoryRetryTable:
         if row["state"] == PENDING:
             self._tell(row)
 
+    async def insert_many(self, rows: Sequence[Sequence[object]]) -> None:
+        for params in rows:  # checked first: a bad row stores none, like a transaction
+            if len(params) != len(INSERT_COLUMNS):
+                raise ValueError(f"{len(INSERT_COLUMNS)} values expected, got {len(params)}")
+        for params in rows:
+            await self.insert(params)
+
     async def claim(
         self,
         group: str,

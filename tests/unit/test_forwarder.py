@@ -14,6 +14,7 @@ from kafka_retry import Message
 from kafka_retry.message import H_ERROR_MESSAGE
 from kafka_retry.retry.base import Failure
 from kafka_retry.retry.kafka import KafkaForwarder
+from kafka_retry.testing._clients import MemoryBatch
 from kafka_retry.topology import build_chain, default_topic_name
 
 CHAIN = build_chain("g", "t", 1, default_topic_name)
@@ -33,6 +34,23 @@ class FakeProducer:
         self.sent.append((topic, record))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
+        return done
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> MemoryBatch:
+        return MemoryBatch()
+
+    async def send_batch(
+        self, batch: MemoryBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        done: asyncio.Future[None] | None = None
+        for key, value, timestamp, headers in batch.records:
+            done = await self.send(
+                topic, key=key, value=value, timestamp_ms=timestamp, headers=headers
+            )
+        assert done is not None
         return done
 
 
