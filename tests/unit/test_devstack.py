@@ -355,8 +355,9 @@ def _pretend_running(service_dir: Path, port: int) -> None:
     proc.write_record(service_dir, proc.Record(os.getpid(), f"127.0.0.1:{port}", "kafka", ""))
 
 
-def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path) -> None:
+def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking for one broker while a 3-node cluster runs is an error naming both sizes."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # CI sets it for the suite
     for node in (1, 2, 3):
         _pretend_running(cluster.node_dir(tmp_path / "kafka", node), 9091 + node)
     with pytest.raises(devstack.DevstackError, match=r"3 broker\(s\), not 1; stop it first"):
@@ -370,8 +371,9 @@ def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path) -> None:
     assert devstack.is_running("kafka", tmp_path)
 
 
-def test_a_running_broker_is_not_taken_for_a_cluster(tmp_path: Path) -> None:
+def test_a_running_broker_is_not_taken_for_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking for a cluster while one broker runs is an error; the broker's record stays."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # CI sets it for the suite
     _pretend_running(tmp_path / "kafka", 9092)
     with pytest.raises(devstack.DevstackError, match=r"1 broker\(s\), not 3"):
         devstack.start_kafka("kafka", tmp_path, brokers=3)
