@@ -28,6 +28,7 @@ from kafka_retry.retry._pg_rows import (
     PENDING,
     STATES,
     SUCCEEDED,
+    WAITING,
     Row,
     Statements,
     decode_headers,
@@ -54,6 +55,7 @@ __all__ = [
     "STATES",
     "SUCCEEDED",
     "TRANSIENT",
+    "WAITING",
     "Executor",
     "Listener",
     "Outcome",
@@ -115,11 +117,13 @@ class RetryCounts:
         pending: Rows waiting per retry tier (tier ``k`` holds ``attempts = k``).
         succeeded: Succeeded rows not yet deleted by maintenance.
         dead_lettered: Dead-lettered rows.
+        waiting: Rows waiting behind an unsettled row of their key (ordered retries).
     """
 
     pending: dict[int, int] = attrs.field(factory=dict)
     succeeded: int = 0
     dead_lettered: int = 0
+    waiting: int = 0
 
     @property
     def total_pending(self) -> int:
@@ -130,7 +134,7 @@ class RetryCounts:
     def of(cls, groups: Iterable[tuple[str, int, int]]) -> RetryCounts:
         """Totals from ``(state, attempts, rows)`` groups, each (state, attempts) once."""
         pending: dict[int, int] = {}
-        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
+        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0, WAITING: 0}
         for state, attempts, n in groups:
             if state == PENDING:
                 pending[attempts] = n
@@ -140,6 +144,7 @@ class RetryCounts:
             pending=dict(sorted(pending.items())),
             succeeded=totals[SUCCEEDED],
             dead_lettered=totals[DEAD_LETTERED],
+            waiting=totals[WAITING],
         )
 
 

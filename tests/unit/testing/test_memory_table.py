@@ -119,6 +119,7 @@ def _row_params(**fields: Any) -> list[object]:
         "last_error_type": "RuntimeError",
         "last_error": "boom",
         "last_span": None,
+        "key_hash": None,
         **fields,
     }
     return [values[column] for column in INSERT_COLUMNS]
