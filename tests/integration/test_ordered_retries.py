@@ -12,8 +12,8 @@ import pytest
 
 from kafka_retry import Consumer, DatabaseConfig, Message
 
-from .support import eventually
-from .test_postgres_backend import new_topic, pg_config, produce, rows
+from .support import eventually, produce
+from .test_postgres_backend import new_topic, pg_config, rows
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,8 @@ async def test_two_instances_never_run_two_rows_of_one_key_at_once(
     """Two consumers share the table: per key one call at a time, in offset order."""
     topic = await new_topic(kafka_service, unique_name, partitions=2)
     keys = [b"k%d" % n for n in range(6)]
-    records = [(key, b"%d" % n, []) for n in range(4) for key in keys]
+    no_headers: list[tuple[str, bytes | None]] = []
+    records = [(key, b"%d" % n, no_headers) for n in range(4) for key in keys]
     running: collections.Counter[bytes] = collections.Counter()
     overlaps: list[bytes] = []
     calls: list[Message] = []
