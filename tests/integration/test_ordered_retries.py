@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from kafka_retry import Consumer, DatabaseConfig, Message
+from kafka_retry.retry.table import topic_counts
 
 from .support import eventually, produce
 from .test_postgres_backend import new_topic, pg_config, rows
@@ -120,6 +121,8 @@ async def test_the_order_holds_across_a_restart_while_b_waits(
             lambda found: [r["state"] for r in found] == ["pending", "waiting"],
         )
     assert [m.value for m in first] == [b"a"]
+    [status] = await topic_counts(db, database, config.group)
+    assert (status.waiting, status.pending) == (1, {1: 1})
     # a's retry falls due now, and c comes while b still waits: the next consumer
     # learns k1 is held from the table, not from what it saw.
     await db.execute(
