@@ -248,12 +248,14 @@ _RETURNED = (
     " r.failed_at, r.last_error_type, r.last_error, r.last_span"
 )
 # A row is claimable only as the earliest unsettled row of its key (keyless rows always).
+# The id breaks ties: a message redelivered after a crash may be stored as waiting
+# behind its own earlier row, at the same offset, and must not run beside it.
 _HEAD = (
     "(c.key_hash IS NULL OR NOT EXISTS (SELECT 1 FROM {table} AS e"
     " WHERE e.consumer_group = c.consumer_group AND e.main_topic = c.main_topic"
     " AND e.key_hash = c.key_hash AND e.state IN ('pending', 'waiting')"
     " AND e.key_hash IS NOT NULL"
-    " AND (e.kafka_partition, e.kafka_offset) < (c.kafka_partition, c.kafka_offset)))"
+    " AND (e.kafka_partition, e.kafka_offset, e.id) < (c.kafka_partition, c.kafka_offset, c.id)))"
 )
 # Guards every write of a poller: the row is still ours, at our tier, and pending.
 _OURS = "r.claimed_by = $2 AND r.attempts = $3 AND r.state = 'pending'"

@@ -222,13 +222,14 @@ class MemoryRetryTable:
         """Whether no earlier row of ``row``'s key is unsettled (always, for a keyless row)."""
         if row["key_hash"] is None:
             return True
-        place = (row["kafka_partition"], row["kafka_offset"])
+        # The id breaks ties, as in the SQL: a redelivered message may wait behind its own row.
+        place = (row["kafka_partition"], row["kafka_offset"], row["id"])
         return not any(
             other["key_hash"] == row["key_hash"]
             and other["state"] in (PENDING, WAITING)
             and other["consumer_group"] == row["consumer_group"]
             and other["main_topic"] == row["main_topic"]
-            and (other["kafka_partition"], other["kafka_offset"]) < place
+            and (other["kafka_partition"], other["kafka_offset"], other["id"]) < place
             for other in self._rows.values()
         )
 

@@ -290,3 +290,18 @@ async def test_claims_take_a_keys_head_only() -> None:
     [follower] = await table.claim("shop", 0, 10, 60, "other", ["product"])
     assert follower["kafka_offset"] == 2
     assert await table.unsettled_keys("shop", "product", 0) == {hashed}
+
+
+async def test_a_redelivered_message_waits_behind_its_own_row() -> None:
+    """Two rows at one offset (a redelivery stored as waiting): the later id waits."""
+    clock = VirtualClock(start=10.0)
+    table = MemoryRetryTable(clock)
+    await table.insert(_row_params(kafka_offset=1, due_at=to_datetime(0), key_hash=7))
+    await table.insert(
+        _row_params(kafka_offset=1, attempts=0, state="waiting", due_at=to_datetime(0), key_hash=7)
+    )
+    assert await table.claim("shop", 0, 10, 60, "me", ["product"]) == []
+    [first] = await table.claim("shop", 1, 10, 60, "me", ["product"])
+    assert await table.write(Outcome(succeeded=[first["id"]]), "me", 1) == 1
+    [again] = await table.claim("shop", 0, 10, 60, "me", ["product"])
+    assert again["kafka_offset"] == 1 and again["id"] != first["id"]
