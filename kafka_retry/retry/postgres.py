@@ -13,14 +13,19 @@ The table (created by the versioned migrations in ``migrations/``)::
     kafka_partition int      kafka_offset bigint      message_timestamp bigint (ms)
     message_key bytea        message_value bytea      (NULL for a null key/value)
     header_names bytea[]     header_values bytea[]    (parallel, in record order)
-    attempts int             state text: pending | succeeded | dead_lettered
+    attempts int             state text: pending | waiting | succeeded | dead_lettered | replayed
     due_at timestamptz       failed_at timestamptz
     claimed_until timestamptz  claimed_by text        (the lease)
     last_error_type text     last_error text
     created_at timestamptz   updated_at timestamptz
+    key_hash bigint          (ordered retries; NULL: not ordered)
 
 ``attempts`` counts the attempts made: a pending row with ``attempts = k``
 waits for tier ``k`` (whose handler sees ``message.attempt == k + 1``).
+
+With ``ordered_retries`` a message whose key has an unsettled row is stored as
+``waiting`` (``attempts = 0``) instead of being handled; tier 0 runs it once it
+leads its key (see ``_pg_order.py`` and :attr:`Statements.claim`).
 """
 
 from __future__ import annotations
