@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,10 +12,13 @@ import asyncpg
 import pytest
 
 from kafka_retry import Consumer, DatabaseConfig, Message
-from kafka_retry.retry.table import topic_counts
+from kafka_retry.retry import _pg_schema
+from kafka_retry.retry._pg_rows import insert_params
+from kafka_retry.retry.postgres import apply_migrations
+from kafka_retry.retry.table import INSERT_COLUMNS, topic_counts
 
 from .support import eventually, produce
-from .test_postgres_backend import new_topic, pg_config, rows
+from .test_postgres_backend import new_topic, pg_config, row_failure, rows
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +177,37 @@ async def test_two_instances_never_run_two_rows_of_one_key_at_once(
     assert overlaps == []
     for key in keys:
         assert seen(calls, key) == [(b"0", 1), (b"0", 2), (b"1", 1), (b"2", 1), (b"3", 1)]
+
+
+async def test_migration_0004_keeps_rows_of_an_existing_table(
+    kafka_service: Any,
+    database: DatabaseConfig,
+    db: asyncpg.Connection[asyncpg.Record],
+    unique_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table made by 0001-0003 with a pending row upgrades in place; the row is retried."""
+    shipped = _pg_schema.load_migrations()
+    monkeypatch.setattr(_pg_schema, "load_migrations", lambda: shipped[:3])
+    assert await apply_migrations(database) == [m.version for m in shipped[:3]]
+    topic = await new_topic(kafka_service, unique_name)
+    config = pg_config(kafka_service, database, topic, ordered_retries=True)
+    old_columns = [c for c in INSERT_COLUMNS if c != "key_hash"]
+    failure = row_failure(topic, config.group, 0, int(time.time() * 1000))
+    params = insert_params(failure, "pending", failure.failed_at)[: len(old_columns)]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(old_columns) + 1))
+    await db.execute(
+        f"INSERT INTO {database.qualified_table} ({', '.join(old_columns)})"
+        f" VALUES ({placeholders})",
+        *params,
+    )
+    monkeypatch.setattr(_pg_schema, "load_migrations", lambda: shipped)
+    calls: list[Message] = []
+
+    async def record(message: Message) -> None:
+        calls.append(message)
+
+    async with Consumer(config, {topic: record}):  # applies 0004 on start
+        await eventually(lambda: len(calls) == 1)
+    [row] = await eventually_rows(db, database, lambda found: found[0]["state"] == "succeeded")
+    assert (calls[0].value, calls[0].attempt, row["key_hash"]) == (b"v0", 2, None)
