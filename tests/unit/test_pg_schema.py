@@ -68,6 +68,7 @@ def test_template_names_are_quoted_identifiers_only() -> None:
         "ix_succeeded": '"t_succeeded"',
         "ix_dead": '"t_dead"',
         "ix_keys": '"t_keys"',
+        "ix_waiting": '"t_waiting"',
     }
 
 

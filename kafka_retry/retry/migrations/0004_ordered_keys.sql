@@ -34,3 +34,6 @@ ALTER TABLE ${table}
 -- load of a partition's keys, walk this one; it holds unsettled keyed rows only.
 CREATE INDEX ${ix_keys} ON ${table} (consumer_group, main_topic, key_hash, kafka_partition, kafka_offset)
     WHERE state IN ('pending', 'waiting') AND key_hash IS NOT NULL;
+
+-- Tier 0's claim walks the waiting rows in due order (the pending index holds none).
+CREATE INDEX ${ix_waiting} ON ${table} (consumer_group, due_at) WHERE state = 'waiting';
