@@ -3,8 +3,9 @@
 With ``Config(ordered_retries=True)`` a message whose key has an unsettled row
 (pending or waiting) in the retry table is stored behind it as ``waiting``
 instead of being handled. Asking the table per message would put a query on
-the hot path, so :class:`KeyGate` keeps, per held partition, the hashes of the
-keys with unsettled rows:
+the hot path, so :class:`KeyGate` keeps, per held partition, the keys with
+unsettled rows (the key bytes themselves: a set lookup of bytes is cheaper than
+the table's hash, which is computed only for rows stored):
 
 * loaded from the table the first time the partition's records are seen after
   it was assigned;
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from kafka_retry._clock import Clock
 from kafka_retry.message import Message
 from kafka_retry.retry._pg_connect import TRANSIENT, Backoff
-from kafka_retry.retry._pg_rows import WAITING_ERROR, key_hash
+from kafka_retry.retry._pg_rows import WAITING_ERROR
 from kafka_retry.retry._pg_table import RetryRows
 from kafka_retry.retry.base import BatchCall, Failure, HandOff, MessageCall
 
@@ -62,14 +63,14 @@ class KeyGate:
         self._group = group
         self._store_waiting = store_waiting
         self._clock = clock
-        self._keys: dict[_Partition, set[int]] = {}
+        self._keys: dict[_Partition, set[bytes]] = {}
         self._loaded_at: dict[_Partition, float] = {}
-        self._loading: dict[_Partition, asyncio.Future[set[int]]] = {}
-        # Per partition, key hash -> generation it was last added at (see _refresh).
-        self._added: dict[_Partition, dict[int, int]] = {}
+        self._loading: dict[_Partition, asyncio.Future[set[bytes]]] = {}
+        # Per partition, key -> generation it was last added at (see _refresh).
+        self._added: dict[_Partition, dict[bytes, int]] = {}
         self._generation = 0
-        # Hand-offs to the table not finished yet, per (partition, key hash).
-        self._inserting: dict[tuple[str, int, int], list[asyncio.Event]] = {}
+        # Rows being inserted (hand-offs, waiting rows), per (partition, key).
+        self._inserting: dict[tuple[str, int, bytes], list[asyncio.Event]] = {}
 
     def assigned(self, topic: str, partition: int) -> None:
         tp = (topic, partition)
@@ -107,11 +108,10 @@ class KeyGate:
         message = failure.message
         if failure.final or message.key is None:
             return handoff  # a dead letter settles the row at once: nothing waits behind it
-        hashed = key_hash(message.key)
-        assert hashed is not None
+        key = message.key
         tp = (message.topic, message.partition)
-        self._add(tp, hashed)
-        finished = self._inserting_row(tp, hashed)
+        self._add(tp, key)
+        finished = self._inserting_row(tp, key)
 
         async def tracked() -> None:
             try:
@@ -121,17 +121,17 @@ class KeyGate:
 
         return tracked()
 
-    def _inserting_row(self, tp: _Partition, hashed: int) -> Callable[[], None]:
-        """Note a row of the key being inserted; return what to call once it is done."""
+    def _inserting_row(self, tp: _Partition, key: bytes) -> Callable[[], None]:
+        """Note a row of ``key`` being inserted; return what to call once it is done."""
         done = asyncio.Event()
-        inserting = self._inserting.setdefault((*tp, hashed), [])
+        inserting = self._inserting.setdefault((*tp, key), [])
         inserting.append(done)
 
         def finished() -> None:
             done.set()
             inserting.remove(done)
             if not inserting:
-                self._inserting.pop((*tp, hashed), None)
+                self._inserting.pop((*tp, key), None)
 
         return finished
 
@@ -140,26 +140,23 @@ class KeyGate:
         keys = self._keys.get(tp)
         if keys is None:
             keys = await self._load(tp)
-        if not keys:
-            return False  # the common case costs one dict lookup: no hashing
-        hashed = key_hash(message.key)
-        if hashed not in keys:
-            return False
+        if message.key not in keys:
+            return False  # the common case: one dict and one set lookup
         if self._clock.time() - self._loaded_at.get(tp, 0.0) >= REFRESH_AFTER:
             keys = await self._load(tp)
-        return hashed in keys
+        return message.key in keys
 
     async def _wait_behind(self, message: Message) -> None:
         """Store ``message`` as waiting, once the rows of its key being inserted are in."""
-        hashed = key_hash(message.key)
-        assert hashed is not None
+        key = message.key
+        assert key is not None
         tp = (message.topic, message.partition)
-        for done in list(self._inserting.get((*tp, hashed), ())):
+        for done in list(self._inserting.get((*tp, key), ())):
             # The claim orders a key's rows by offset, but only among committed
             # rows: this one must not be claimable before the row ahead of it.
             await done.wait()
-        self._add(tp, hashed)
-        finished = self._inserting_row(tp, hashed)
+        self._add(tp, key)
+        finished = self._inserting_row(tp, key)
         try:
             await self._store_waiting(
                 Failure(
@@ -174,12 +171,12 @@ class KeyGate:
         finally:
             finished()
 
-    def _add(self, tp: _Partition, hashed: int) -> None:
+    def _add(self, tp: _Partition, key: bytes) -> None:
         self._generation += 1
-        self._keys.setdefault(tp, set()).add(hashed)
-        self._added.setdefault(tp, {})[hashed] = self._generation
+        self._keys.setdefault(tp, set()).add(key)
+        self._added.setdefault(tp, {})[key] = self._generation
 
-    async def _load(self, tp: _Partition) -> set[int]:
+    async def _load(self, tp: _Partition) -> set[bytes]:
         """The partition's keys with unsettled rows, read from the table (one read at a time)."""
         loading = self._loading.get(tp)
         if loading is None:
@@ -188,21 +185,21 @@ class KeyGate:
             loading.add_done_callback(lambda _: self._loading.pop(tp, None))
         return await asyncio.shield(loading)
 
-    async def _refresh(self, tp: _Partition) -> set[int]:
+    async def _refresh(self, tp: _Partition) -> set[bytes]:
         started = self._generation
         found = await self._read(tp)
         # Keys added while the read ran, or whose insert is not committed yet,
         # may be missing from it; they stay.
         added = self._added.setdefault(tp, {})
-        recent = {h for h, generation in added.items() if generation > started}
-        inserting = {h for (topic, partition, h) in self._inserting if (topic, partition) == tp}
+        recent = {k for k, generation in added.items() if generation > started}
+        inserting = {k for (topic, partition, k) in self._inserting if (topic, partition) == tp}
         keys = found | recent | inserting
-        self._added[tp] = {h: g for h, g in added.items() if g > started}
+        self._added[tp] = {k: g for k, g in added.items() if g > started}
         self._keys[tp] = keys
         self._loaded_at[tp] = self._clock.time()
         return keys
 
-    async def _read(self, tp: _Partition) -> set[int]:
+    async def _read(self, tp: _Partition) -> set[bytes]:
         backoff = Backoff()
         while True:
             try:

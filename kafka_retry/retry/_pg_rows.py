@@ -316,9 +316,9 @@ class Statements:
 
     @property
     def unsettled_keys(self) -> str:
-        """$1 group, $2 main topic, $3 partition: key hashes with a pending or waiting row."""
+        """$1 group, $2 main topic, $3 partition: keys of ordered rows pending or waiting."""
         return (
-            f"SELECT DISTINCT key_hash FROM {self.table}"
+            f"SELECT DISTINCT message_key FROM {self.table}"
             " WHERE consumer_group = $1 AND main_topic = $2 AND kafka_partition = $3"
             " AND state IN ('pending', 'waiting') AND key_hash IS NOT NULL"
         )

@@ -114,8 +114,8 @@ class RetryRows(Protocol):
     async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
         """Record ``outcome`` atomically; return how many rows were still ``worker``'s."""
 
-    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[int]:
-        """Key hashes of ``topic``'s ``partition`` with an unsettled row (ordered retries)."""
+    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[bytes]:
+        """Keys of ``topic``'s ``partition`` with an unsettled ordered row (ordered retries)."""
 
 
 class PgRows:
@@ -165,7 +165,7 @@ class PgRows:
         sql = self._sql.claim_waiting if tier == 0 else self._sql.claim
         return list(await self._pool.fetch(sql, group, tier, limit, lease, worker, list(topics)))
 
-    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[int]:
+    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[bytes]:
         rows = await self._pool.fetch(self._sql.unsettled_keys, group, topic, partition)
         return {row[0] for row in rows}
 

@@ -207,9 +207,9 @@ class MemoryRetryTable:
         self._version += 1
         return changed
 
-    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[int]:
+    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[bytes]:
         return {
-            row["key_hash"]
+            row["message_key"]
             for row in self._rows.values()
             if row["consumer_group"] == group
             and row["main_topic"] == topic
