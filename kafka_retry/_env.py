@@ -96,6 +96,8 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "KAFKA_METRICS": ("metrics", _bool("KAFKA_METRICS")),
     "KAFKA_METRICS_INTERVAL": ("metrics_interval", _number("KAFKA_METRICS_INTERVAL", float)),
     "KAFKA_TRACING": ("tracing", _bool("KAFKA_TRACING")),
+    "KAFKA_ORDERED_RETRIES": ("ordered_retries", _bool("KAFKA_ORDERED_RETRIES")),
+    "KAFKA_ORDERED_DEAD_LETTER": ("ordered_dead_letter", _text),
 }
 
 #: Secrets: the variable, or ``<variable>_FILE`` naming a file that holds it.

@@ -35,6 +35,7 @@ __all__ = ["CircuitBreaker", "Config", "DatabaseConfig"]
 RetryBackendName = Literal["kafka", "postgres"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Ordering = Literal["partition", "key", "none"]
+OrderedDeadLetter = Literal["release", "dead_letter"]
 
 #: The in-place retry backoff is multiplied by a random factor from 1 up to this.
 BLOCKING_JITTER = 1.5
@@ -363,6 +364,8 @@ class Config:
     circuit_breaker: CircuitBreaker | None = attrs.field(default=None)
     log_first_failures: int = attrs.field(default=5)
     log_summary_interval: float = attrs.field(default=10.0, validator=_positive)
+    ordered_retries: bool = attrs.field(default=False, validator=_flag)
+    ordered_dead_letter: OrderedDeadLetter = attrs.field(default="release")
     # Observability
     metrics: bool = attrs.field(default=True, validator=_flag)
     metrics_interval: float = attrs.field(default=5.0, validator=_positive)
@@ -422,6 +425,11 @@ class Config:
         if value not in ("partition", "key", "none"):
             raise _fail("ordering", f"must be 'partition', 'key' or 'none', got {value!r}")
 
+    @ordered_dead_letter.validator
+    def _check_ordered_dead_letter(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in ("release", "dead_letter"):
+            raise _fail(attribute.name, f"must be 'release' or 'dead_letter', got {value!r}")
+
     @auto_offset_reset.validator
     def _check_reset(self, attribute: attrs.Attribute[Any], value: str) -> None:
         if value not in ("earliest", "latest"):
@@ -453,6 +461,10 @@ class Config:
         self._check_blocking()
         if self.retry_backend == "postgres" and self.database is None:
             raise _fail("database", "the postgres retry backend needs database settings")
+        if self.ordered_retries and self.retry_backend != "postgres":
+            raise _fail(
+                "ordered_retries", "needs retry_backend='postgres' (the order is kept in its table)"
+            )
         if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
             raise _fail("sasl_username", "SASL needs both a username and a password")
         self._check_tls()

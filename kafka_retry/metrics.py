@@ -126,8 +126,9 @@ class Metrics:
             ),
             pending_rows=gauge(
                 "kafka_retry_pending_rows",
-                "Retry-table rows waiting for a tier, by consumer group.",
-                ("group", "tier"),
+                "Retry-table rows waiting for a tier, by consumer group and state"
+                " (pending; waiting: behind an earlier row of their key, tier retry0).",
+                ("group", "tier", "state"),
             ),
             dead_lettered_rows=gauge(
                 "kafka_retry_dead_lettered_rows",

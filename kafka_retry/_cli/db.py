@@ -51,7 +51,8 @@ def register(commands: Commands) -> None:
         parents=[verbosity()],
         help="count rows per group, topic, tier and state",
         description=(
-            "Count the retry table's rows: pending per retry tier, succeeded (kept an hour), "
+            "Count the retry table's rows: waiting (ordered retries), pending per retry tier, "
+            "succeeded (kept an hour), "
             "dead-lettered and replayed, per consumer group and main topic."
         ),
     )
@@ -96,13 +97,23 @@ async def read_status(
 def status_rows(counts: list[TopicCounts]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the status table: one column per retry tier seen."""
     tiers = max((max(c.pending, default=0) for c in counts), default=0)
-    headers = ["GROUP", "TOPIC", *(f"RETRY{k}" for k in range(1, tiers + 1))]
+    headers = ["GROUP", "TOPIC", "WAITING", *(f"RETRY{k}" for k in range(1, tiers + 1))]
     headers += ["SUCCEEDED", "DEAD-LETTERED", "REPLAYED"]
     rows = []
     for c in counts:
+        # Claimed waiting rows are pending at attempts 0: still waiting, as the reader sees it.
+        waiting = str(c.waiting + c.pending.get(0, 0))
         pending = [str(c.pending.get(k, 0)) for k in range(1, tiers + 1)]
         rows.append(
-            [c.group, c.topic, *pending, str(c.succeeded), str(c.dead_lettered), str(c.replayed)]
+            [
+                c.group,
+                c.topic,
+                waiting,
+                *pending,
+                str(c.succeeded),
+                str(c.dead_lettered),
+                str(c.replayed),
+            ]
         )
     return headers, rows
 
@@ -115,6 +126,7 @@ def status_json(counts: list[TopicCounts], pending: list[str]) -> dict[str, Any]
             {
                 "group": c.group,
                 "topic": c.topic,
+                "waiting": c.waiting,
                 "pending": {str(k): n for k, n in sorted(c.pending.items())},
                 "succeeded": c.succeeded,
                 "dead_lettered": c.dead_lettered,

@@ -46,7 +46,8 @@ class TablePoller:
     Database errors are logged and retried with capped backoff.
 
     Args:
-        tier: ``k``, from 1 to the number of retry intervals.
+        tier: ``k``, from 1 to the number of retry intervals; 0 runs the waiting rows of
+            ordered retries (their first attempt).
         config: The consumer's settings.
         rows: The retry table.
         dispatcher: Runs handlers with ``attempt = k + 1`` and describes failures.

@@ -7,6 +7,7 @@ bind parameters and a claimed row back into a :class:`~kafka_retry.Message`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -19,9 +20,13 @@ from kafka_retry.retry._pg_schema import quote
 from kafka_retry.retry.base import Failure
 
 PENDING = "pending"
+#: Ordered retries: a message stored behind an unsettled row of its key, not tried yet.
+WAITING = "waiting"
 SUCCEEDED = "succeeded"
 DEAD_LETTERED = "dead_lettered"
-STATES = (PENDING, SUCCEEDED, DEAD_LETTERED)
+STATES = (PENDING, WAITING, SUCCEEDED, DEAD_LETTERED)
+#: The error type a waiting row carries until it is tried.
+WAITING_ERROR = "kafka_retry.Waiting"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MILLISECOND = dt.timedelta(milliseconds=1)
@@ -100,8 +105,25 @@ def affected_rows(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def insert_params(failure: Failure, state: str, due_ms: int) -> tuple[object, ...]:
-    """Bind parameters of :attr:`Statements.insert` for ``failure``."""
+def key_hash(key: bytes | None) -> int | None:
+    """The 64-bit (signed, as PostgreSQL's ``bigint``) hash of a record key; None for a null key.
+
+    Stable across processes and versions (BLAKE2b), unlike ``hash()``. Two keys
+    that collide are merely ordered together.
+    """
+    if key is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
+
+
+def insert_params(
+    failure: Failure, state: str, due_ms: int, ordered: bool = False
+) -> tuple[object, ...]:
+    """Bind parameters of :attr:`Statements.insert` for ``failure``.
+
+    ``ordered`` stores the key hash, which makes the row ordered behind (and
+    ahead of) the other rows of its key.
+    """
     message = failure.message
     origin = failure.provenance(due_ms)
     names, values = encode_headers(message.headers)
@@ -122,7 +144,19 @@ def insert_params(failure: Failure, state: str, due_ms: int) -> tuple[object, ..
         clean_text(failure.error_type),
         clean_text(failure.error_message),
         origin.span,
+        key_hash(message.key) if ordered else None,
     )
+
+
+def waiting_params(failure: Failure) -> tuple[object, ...]:
+    """Bind parameters of :attr:`Statements.insert` for a message stored as ``waiting``.
+
+    ``failure`` describes the message as it arrived (its "error" says why it
+    waits): ``attempts`` is 0, since it has not been tried, and it is due at once.
+    """
+    params = list(insert_params(failure, WAITING, failure.failed_at, ordered=True))
+    params[INSERT_COLUMNS.index("attempts")] = 0
+    return tuple(params)
 
 
 def row_message(row: Row, group: str) -> Message:
@@ -132,18 +166,22 @@ def row_message(row: Row, group: str) -> Message:
     (there is no retry topic); ``attempt`` is one more than the attempts made.
     """
     attempts: int = row["attempts"]
-    provenance = Provenance(
-        attempts=attempts,
-        original_topic=row["main_topic"],
-        original_partition=row["kafka_partition"],
-        original_offset=row["kafka_offset"],
-        original_timestamp=row["message_timestamp"],
-        group=group,
-        failed_at=to_epoch_ms(row["failed_at"]),
-        due_at=to_epoch_ms(row["due_at"]),
-        error_type=row["last_error_type"],
-        error_message=row["last_error"],
-        span=_span(row["last_span"]),
+    provenance = (
+        None
+        if attempts == 0
+        else Provenance(
+            attempts=attempts,
+            original_topic=row["main_topic"],
+            original_partition=row["kafka_partition"],
+            original_offset=row["kafka_offset"],
+            original_timestamp=row["message_timestamp"],
+            group=group,
+            failed_at=to_epoch_ms(row["failed_at"]),
+            due_at=to_epoch_ms(row["due_at"]),
+            error_type=row["last_error_type"],
+            error_message=row["last_error"],
+            span=_span(row["last_span"]),
+        )
     )
     return Message(
         topic=row["main_topic"],
@@ -201,12 +239,23 @@ INSERT_COLUMNS = (
     "last_error_type",
     "last_error",
     "last_span",
+    "key_hash",
 )
 _COLUMNS = ", ".join(INSERT_COLUMNS)
 _RETURNED = (
     "r.id, r.main_topic, r.kafka_partition, r.kafka_offset, r.message_key, r.message_value,"
     " r.header_names, r.header_values, r.message_timestamp, r.attempts, r.due_at,"
     " r.failed_at, r.last_error_type, r.last_error, r.last_span"
+)
+# A row is claimable only as the earliest unsettled row of its key (keyless rows always).
+# The id breaks ties: a message redelivered after a crash may be stored as waiting
+# behind its own earlier row, at the same offset, and must not run beside it.
+_HEAD = (
+    "(c.key_hash IS NULL OR NOT EXISTS (SELECT 1 FROM {table} AS e"
+    " WHERE e.consumer_group = c.consumer_group AND e.main_topic = c.main_topic"
+    " AND e.key_hash = c.key_hash AND e.state IN ('pending', 'waiting')"
+    " AND e.key_hash IS NOT NULL"
+    " AND (e.kafka_partition, e.kafka_offset, e.id) < (c.kafka_partition, c.kafka_offset, c.id)))"
 )
 # Guards every write of a poller: the row is still ours, at our tier, and pending.
 _OURS = "r.claimed_by = $2 AND r.attempts = $3 AND r.state = 'pending'"
@@ -241,17 +290,51 @@ class Statements:
 
         Due times and leases are compared with the database's ``now()``, one
         clock for every instance: one whose clock runs ahead neither takes a
-        row early nor a lease that has not run out.
+        row early nor a lease that has not run out. A keyed row is taken only
+        while no earlier row of its key is unsettled (ordered retries).
         """
+        return self._claim("c.state = 'pending'")
+
+    @property
+    def claim_waiting(self) -> str:
+        """:attr:`claim` for tier 0 (ordered retries): waiting rows, and ones a crash left
+        pending at attempts 0. A claimed waiting row becomes pending."""
+        return self._claim("c.state IN ('pending', 'waiting')")
+
+    def _claim(self, states: str) -> str:
+        head = _HEAD.format(table=self.table)
         return (
-            f"WITH due AS (SELECT id FROM {self.table}"
-            " WHERE state = 'pending' AND consumer_group = $1 AND attempts = $2"
-            " AND due_at <= now() AND (claimed_until IS NULL OR claimed_until <= now())"
-            " AND main_topic = ANY($6::text[])"
-            " ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            f"WITH due AS (SELECT c.id FROM {self.table} AS c"
+            f" WHERE {states} AND c.consumer_group = $1 AND c.attempts = $2"
+            " AND c.due_at <= now() AND (c.claimed_until IS NULL OR c.claimed_until <= now())"
+            f" AND c.main_topic = ANY($6::text[]) AND {head}"
+            " ORDER BY c.due_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
             f" UPDATE {self.table} AS r SET claimed_until = now() + make_interval(secs => $4),"
-            " claimed_by = $5, updated_at = now()"
+            " claimed_by = $5, state = 'pending', updated_at = now()"
             f" FROM due WHERE r.id = due.id RETURNING {_RETURNED}"
+        )
+
+    @property
+    def unsettled_keys(self) -> str:
+        """$1 group, $2 main topic, $3 partition: keys of ordered rows pending or waiting."""
+        return (
+            f"SELECT DISTINCT message_key FROM {self.table}"
+            " WHERE consumer_group = $1 AND main_topic = $2 AND kafka_partition = $3"
+            " AND state IN ('pending', 'waiting') AND key_hash IS NOT NULL"
+        )
+
+    @property
+    def dead_letter_followers(self) -> str:
+        """$1 ids of rows just dead-lettered: dead-letter the waiting rows of their keys
+        (``ordered_dead_letter="dead_letter"``), each with its head's error."""
+        return (
+            f"UPDATE {self.table} AS f SET state = 'dead_lettered',"
+            " last_error_type = h.last_error_type, last_error = h.last_error,"
+            " failed_at = h.failed_at, updated_at = now()"
+            f" FROM {self.table} AS h WHERE h.id = ANY($1::bigint[])"
+            " AND h.state = 'dead_lettered' AND h.key_hash IS NOT NULL"
+            " AND f.consumer_group = h.consumer_group AND f.main_topic = h.main_topic"
+            " AND f.key_hash = h.key_hash AND f.state = 'waiting'"
         )
 
     @property

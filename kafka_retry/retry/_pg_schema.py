@@ -85,7 +85,7 @@ def template_names(database: DatabaseConfig) -> dict[str, str]:
     if database.table == LEDGER_TABLE:
         raise ConfigError("database.table", f"{LEDGER_TABLE!r} is reserved for migrations")
     names = {"schema": schema, "table": f"{schema}.{table}"}
-    for suffix in ("pending", "succeeded", "dead"):
+    for suffix in ("pending", "succeeded", "dead", "keys", "waiting"):
         names[f"ix_{suffix}"] = quote(index_name(database.table, suffix), "database.table")
     return names
 

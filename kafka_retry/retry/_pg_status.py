@@ -6,7 +6,7 @@ import attrs
 
 from kafka_retry.config import DatabaseConfig
 from kafka_retry.retry._pg_connect import Executor
-from kafka_retry.retry._pg_rows import DEAD_LETTERED, PENDING, SUCCEEDED, Statements
+from kafka_retry.retry._pg_rows import DEAD_LETTERED, PENDING, SUCCEEDED, WAITING, Statements
 from kafka_retry.retry._pg_schema import LEDGER_TABLE, load_migrations, quote
 
 REPLAYED = "replayed"
@@ -23,6 +23,7 @@ class TopicCounts:
         succeeded: Succeeded rows that maintenance has not deleted yet.
         dead_lettered: Dead-lettered rows not replayed.
         replayed: Dead-lettered rows replayed to their main topic.
+        waiting: Rows waiting behind an unsettled row of their key (ordered retries).
     """
 
     group: str
@@ -31,6 +32,7 @@ class TopicCounts:
     succeeded: int = 0
     dead_lettered: int = 0
     replayed: int = 0
+    waiting: int = 0
 
     def add(self, state: str, attempts: int, count: int) -> None:
         """Count ``count`` rows in ``state`` (with ``attempts``, for pending ones)."""
@@ -42,6 +44,8 @@ class TopicCounts:
             self.dead_lettered += count
         elif state == REPLAYED:
             self.replayed += count
+        elif state == WAITING:
+            self.waiting += count
 
 
 async def table_exists(executor: Executor, database: DatabaseConfig) -> bool:

@@ -18,7 +18,15 @@ import asyncpg
 import attrs
 
 from kafka_retry.config import DatabaseConfig
-from kafka_retry.retry._pg_rows import INSERT_COLUMNS, PENDING, Row, Statements, affected_rows
+from kafka_retry.retry._pg_rows import (
+    DEAD_LETTERED,
+    INSERT_COLUMNS,
+    PENDING,
+    WAITING,
+    Row,
+    Statements,
+    affected_rows,
+)
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
@@ -27,6 +35,7 @@ POLL_CAP = 1.0
 
 #: Told that a row of retry tier ``tier`` is pending with due time ``due``.
 Listener = Callable[[int, dt.datetime], None]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ATTEMPTS = INSERT_COLUMNS.index("attempts")
 _STATE = INSERT_COLUMNS.index("state")
 _DUE_AT = INSERT_COLUMNS.index("due_at")
@@ -108,6 +117,9 @@ class RetryRows(Protocol):
     async def write(self, outcome: Outcome, worker: str, tier: int) -> int:
         """Record ``outcome`` atomically; return how many rows were still ``worker``'s."""
 
+    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[bytes]:
+        """Keys of ``topic``'s ``partition`` with an unsettled ordered row (ordered retries)."""
+
 
 class PgRows:
     """:class:`RetryRows` in a PostgreSQL table, through an asyncpg pool.
@@ -115,10 +127,22 @@ class PgRows:
     Args:
         pool: The connection pool.
         database: Names the schema and table.
+        ordered: Ordered retries are on: tell tier 0 when rows settle.
+        cascade_dead_letters: Dead-letter a key's waiting rows with its head
+            (``ordered_dead_letter="dead_letter"``).
     """
 
-    def __init__(self, pool: Pool, database: DatabaseConfig) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        database: DatabaseConfig,
+        *,
+        ordered: bool = False,
+        cascade_dead_letters: bool = False,
+    ) -> None:
         self._pool = pool
+        self._ordered = ordered
+        self._cascade = cascade_dead_letters
         self._sql = Statements.of(database)
         self.where = f"{database.schema}.{database.table}"
         self.poll_cap: float | None = POLL_CAP
@@ -129,7 +153,7 @@ class PgRows:
 
     async def insert(self, params: Sequence[object]) -> None:
         await self._pool.execute(self._sql.insert, *params)
-        if params[_STATE] == PENDING:
+        if params[_STATE] in (PENDING, WAITING):
             _tell(self._listeners, params[_ATTEMPTS], params[_DUE_AT])
 
     async def insert_many(self, rows: Sequence[Sequence[object]]) -> None:
@@ -148,9 +172,12 @@ class PgRows:
         worker: str,
         topics: Sequence[str],
     ) -> list[Row]:
-        return list(
-            await self._pool.fetch(self._sql.claim, group, tier, limit, lease, worker, list(topics))
-        )
+        sql = self._sql.claim_waiting if tier == 0 else self._sql.claim
+        return list(await self._pool.fetch(sql, group, tier, limit, lease, worker, list(topics)))
+
+    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[bytes]:
+        rows = await self._pool.fetch(self._sql.unsettled_keys, group, topic, partition)
+        return {row[0] for row in rows}
 
     async def due_in(self, group: str, tier: int, topics: Sequence[str]) -> float | None:
         seconds: float | None = await self._pool.fetchval(
@@ -185,9 +212,17 @@ class PgRows:
             if outcome.released:
                 status = await conn.execute(sql.release, outcome.released, worker, tier)
                 changed += affected_rows(status)
+            dead = [
+                i for i, s in zip(outcome.failed, outcome.states, strict=True) if s == DEAD_LETTERED
+            ]
+            if self._cascade and dead:
+                await conn.execute(sql.dead_letter_followers, dead)
         for state, due in zip(outcome.states, outcome.due, strict=True):
             if state == PENDING:
                 _tell(self._listeners, tier + 1, due)
+        if self._ordered and (outcome.succeeded or outcome.failed):
+            # A settled row may be the head of a key: the rows behind it are claimable now.
+            _tell(self._listeners, 0, _EPOCH)
         return changed
 
 

@@ -8,6 +8,7 @@ it gets and hands the main tier's failures to its ``retry`` and ``dead_letters``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -18,7 +19,13 @@ if TYPE_CHECKING:
     from kafka_retry.runtime.builder import TierBuilder
     from kafka_retry.runtime.tier import Tier
 
-__all__ = ["Backend", "BackendParts", "DeadLetterSink", "Failure", "RetryBackend"]
+__all__ = ["Backend", "BackendParts", "DeadLetterSink", "Failure", "KeyOrder", "RetryBackend"]
+
+#: One handler call of a tier: the error it failed with, or None.
+MessageCall = Callable[[Message], Coroutine[Any, Any, "BaseException | None"]]
+#: One batch handler call: per message, its error (or None); None when all succeeded.
+BatchCall = Callable[[list[Message]], Coroutine[Any, Any, "list[BaseException | None] | None"]]
+HandOff = Coroutine[Any, Any, None]
 
 
 def describe_error(error: BaseException, max_length: int) -> tuple[str, str]:
@@ -102,6 +109,26 @@ class DeadLetterSink(Protocol):
         """Return only once the dead letter is stored for sure."""
 
 
+class KeyOrder(Protocol):
+    """Keeps per-key order on the main tier (``ordered_retries``): what the dispatcher consults.
+
+    A message whose key has an unsettled retry is stored behind it instead of
+    being handled; the check is in memory, per held partition.
+    """
+
+    def assigned(self, topic: str, partition: int) -> None:
+        """The main tier took ``partition`` of ``topic``: what was known of it is stale."""
+
+    def wrap_call(self, call: MessageCall) -> MessageCall:
+        """``call``, storing instead of handling a message whose key must wait."""
+
+    def wrap_batch(self, call: BatchCall) -> BatchCall:
+        """``call`` for a batch, storing instead of handling the messages that must wait."""
+
+    def routed(self, failure: Failure, handoff: HandOff) -> HandOff:
+        """``handoff`` of ``failure``, noting its key as unsettled before it starts."""
+
+
 @attrs.frozen
 class BackendParts:
     """What an opened backend gives the consumer to run.
@@ -111,12 +138,14 @@ class BackendParts:
         dead_letters: Takes the main tier's final failures.
         tiers: The retry tiers (and any housekeeping task), in tier order.
         pool: The database pool, for health and gauges; None without a database.
+        key_order: Keeps per-key order on the main tier; None unless ``ordered_retries``.
     """
 
     retry: RetryBackend
     dead_letters: DeadLetterSink
     tiers: list[Tier]
     pool: Any = None
+    key_order: KeyOrder | None = None
 
 
 class Backend(Protocol):

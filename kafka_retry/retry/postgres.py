@@ -13,14 +13,19 @@ The table (created by the versioned migrations in ``migrations/``)::
     kafka_partition int      kafka_offset bigint      message_timestamp bigint (ms)
     message_key bytea        message_value bytea      (NULL for a null key/value)
     header_names bytea[]     header_values bytea[]    (parallel, in record order)
-    attempts int             state text: pending | succeeded | dead_lettered
+    attempts int             state text: pending | waiting | succeeded | dead_lettered | replayed
     due_at timestamptz       failed_at timestamptz
     claimed_until timestamptz  claimed_by text        (the lease)
     last_error_type text     last_error text
     created_at timestamptz   updated_at timestamptz
+    key_hash bigint          (ordered retries; NULL: not ordered)
 
 ``attempts`` counts the attempts made: a pending row with ``attempts = k``
 waits for tier ``k`` (whose handler sees ``message.attempt == k + 1``).
+
+With ``ordered_retries`` a message whose key has an unsettled row is stored as
+``waiting`` (``attempts = 0``) instead of being handled; tier 0 runs it once it
+leads its key (see ``_pg_order.py`` and :attr:`Statements.claim`).
 """
 
 from __future__ import annotations
@@ -47,11 +52,13 @@ from kafka_retry.retry._pg_connect import (
 )
 from kafka_retry.retry._pg_group import GroupCommit
 from kafka_retry.retry._pg_maintenance import MaintenanceTier, delete_succeeded
+from kafka_retry.retry._pg_order import KeyGate
 from kafka_retry.retry._pg_poller import TablePoller
 from kafka_retry.retry._pg_rows import (
     DEAD_LETTERED,
     PENDING,
     insert_params,
+    waiting_params,
 )
 from kafka_retry.retry._pg_schema import migrate, template_names
 from kafka_retry.retry._pg_table import PgRows, RetryRows
@@ -105,20 +112,26 @@ class PostgresStore:
         self._rows = rows
         self._commits = GroupCommit(rows)
         self._intervals = config.retry_intervals
+        self._ordered = config.ordered_retries
         self._clock = clock
         self._observer: Observer = observer or NullObserver()
 
     async def schedule(self, failure: Failure) -> None:
         """Insert a pending row with ``attempts = failure.attempts``, due after its interval."""
         delay = self._intervals[failure.attempts - 1]
-        await self._insert(failure, PENDING, failure.failed_at + round(delay * 1000))
+        due_ms = failure.failed_at + round(delay * 1000)
+        await self._insert(failure, insert_params(failure, PENDING, due_ms, self._ordered))
 
     async def dead_letter(self, failure: Failure) -> None:
         """Insert a dead-lettered row."""
-        await self._insert(failure, DEAD_LETTERED, failure.failed_at)
+        params = insert_params(failure, DEAD_LETTERED, failure.failed_at, self._ordered)
+        await self._insert(failure, params)
 
-    async def _insert(self, failure: Failure, state: str, due_ms: int) -> None:
-        params = insert_params(failure, state, due_ms)
+    async def wait_behind(self, failure: Failure) -> None:
+        """Insert ``failure``'s message as a waiting row (ordered retries), due at once."""
+        await self._insert(failure, waiting_params(failure))
+
+    async def _insert(self, failure: Failure, params: tuple[object, ...]) -> None:
         backoff = Backoff()
         while True:
             try:
@@ -179,12 +192,14 @@ class PostgresBackend:
             database,
             attempts=config.connect_attempts,
             interval=config.connect_interval,
-            max_size=_POOL_BASE + len(config.retry_intervals),
+            max_size=_POOL_BASE + len(config.retry_intervals) + config.ordered_retries,
         )
         builder.stack.push_async_callback(close_pool, pool)
         async with pool.acquire() as conn:
             await migrate(conn, database)
-        parts = self._parts(PgRows(pool, database), builder)
+        cascade = config.ordered_dead_letter == "dead_letter"
+        rows = PgRows(pool, database, ordered=config.ordered_retries, cascade_dead_letters=cascade)
+        parts = self._parts(rows, builder)
         parts.tiers.append(MaintenanceTier(config, pool, builder.clock))
         return attrs.evolve(parts, pool=pool)
 
@@ -195,7 +210,13 @@ class PostgresBackend:
         worker_id = new_worker_id()
         main_of = {topic: topic for topic in config.topics}
         tiers: list[Tier] = []
+        key_order = None
+        if config.ordered_retries:
+            # Tier 0 runs waiting rows (attempts = 0) as first attempts, once they lead their key.
+            dispatcher = builder.dispatcher("retry0", main_of, 1, store, store)
+            tiers.append(TablePoller(0, config, rows, dispatcher, builder.clock, worker_id))
+            key_order = KeyGate(rows, config.group, store.wait_behind, builder.clock)
         for tier in range(1, len(config.retry_intervals) + 1):
             dispatcher = builder.dispatcher(f"retry{tier}", main_of, tier + 1, store, store)
             tiers.append(TablePoller(tier, config, rows, dispatcher, builder.clock, worker_id))
-        return BackendParts(retry=store, dead_letters=store, tiers=tiers)
+        return BackendParts(retry=store, dead_letters=store, tiers=tiers, key_order=key_order)

@@ -28,10 +28,12 @@ from kafka_retry.retry._pg_rows import (
     PENDING,
     STATES,
     SUCCEEDED,
+    WAITING,
     Row,
     Statements,
     decode_headers,
     floor_datetime,
+    key_hash,
     row_message,
     to_datetime,
     to_epoch_ms,
@@ -54,6 +56,7 @@ __all__ = [
     "STATES",
     "SUCCEEDED",
     "TRANSIENT",
+    "WAITING",
     "Executor",
     "Listener",
     "Outcome",
@@ -71,6 +74,7 @@ __all__ = [
     "dead_lettered_count",
     "decode_headers",
     "floor_datetime",
+    "key_hash",
     "migrate",
     "open_pool",
     "pending_migrations",
@@ -115,11 +119,13 @@ class RetryCounts:
         pending: Rows waiting per retry tier (tier ``k`` holds ``attempts = k``).
         succeeded: Succeeded rows not yet deleted by maintenance.
         dead_lettered: Dead-lettered rows.
+        waiting: Rows waiting behind an unsettled row of their key (ordered retries).
     """
 
     pending: dict[int, int] = attrs.field(factory=dict)
     succeeded: int = 0
     dead_lettered: int = 0
+    waiting: int = 0
 
     @property
     def total_pending(self) -> int:
@@ -130,7 +136,7 @@ class RetryCounts:
     def of(cls, groups: Iterable[tuple[str, int, int]]) -> RetryCounts:
         """Totals from ``(state, attempts, rows)`` groups, each (state, attempts) once."""
         pending: dict[int, int] = {}
-        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0}
+        totals = {SUCCEEDED: 0, DEAD_LETTERED: 0, WAITING: 0}
         for state, attempts, n in groups:
             if state == PENDING:
                 pending[attempts] = n
@@ -140,6 +146,7 @@ class RetryCounts:
             pending=dict(sorted(pending.items())),
             succeeded=totals[SUCCEEDED],
             dead_lettered=totals[DEAD_LETTERED],
+            waiting=totals[WAITING],
         )
 
 

@@ -314,6 +314,7 @@ class Consumer:
         self._pool = parts.pool
         main_of = {topic: topic for topic in config.topics}
         dispatcher = builder.dispatcher("main", main_of, 1, parts.retry, parts.dead_letters)
+        dispatcher.key_order = parts.key_order
         main = await builder.kafka_tier(config.group, dispatcher, None)
         return [main, *parts.tiers]
 

@@ -14,7 +14,13 @@ from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.errors import BatchFailed, NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
-from kafka_retry.retry.base import DeadLetterSink, Failure, RetryBackend, describe_error
+from kafka_retry.retry.base import (
+    DeadLetterSink,
+    Failure,
+    KeyOrder,
+    RetryBackend,
+    describe_error,
+)
 from kafka_retry.runtime._calm import FailureLog
 from kafka_retry.runtime._guard import gated, retrying
 from kafka_retry.runtime.breaker import Breakers
@@ -117,6 +123,8 @@ class Dispatcher:
             *config.non_retryable,
         )
         self._tracing = _tracing(config, tier, self.is_final) if config.tracing else None
+        #: Keeps per-key order (main tier, ``ordered_retries``); set before the first call.
+        self.key_order: KeyOrder | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -198,6 +206,9 @@ class Dispatcher:
         if retries:
             backoff = self._config.blocking_backoff
             call = retrying(call, retries, backoff, self.retryable, self._clock, breaker)
+        if self.key_order is not None:
+            # Outermost: a key held behind its retry goes to the table, not to the handler.
+            call = self.key_order.wrap_call(call)
         self._callers[topic] = call
         return call
 
@@ -278,7 +289,7 @@ class Dispatcher:
             record(size, 0, perf_counter() - started)
             return None
 
-        return call
+        return call if self.key_order is None else self.key_order.wrap_batch(call)
 
     def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
         """Classify what a handler raised: return it as a failure, or re-raise it (see escalate)."""
@@ -352,8 +363,17 @@ class Dispatcher:
     def route(self, failure: Failure) -> HandOff:
         """The hand-off of ``failure``: to the dead letter if final, else the next tier."""
         if self._tracing is not None:
-            return self._tracing.hand_off(failure, self._hand_off)
-        return self._hand_off(failure)
+            handoff = self._tracing.hand_off(failure, self._hand_off)
+        else:
+            handoff = self._hand_off(failure)
+        if self.key_order is not None:
+            return self.key_order.routed(failure, handoff)
+        return handoff
+
+    def assigned(self, topic: str, partition: int) -> None:
+        """This tier took ``partition`` of ``topic`` (a new worker starts on it)."""
+        if self.key_order is not None:
+            self.key_order.assigned(topic, partition)
 
     def _hand_off(self, failure: Failure) -> HandOff:
         if failure.final:

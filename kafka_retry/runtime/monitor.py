@@ -104,7 +104,14 @@ class GaugeSampler:
         rows = await counts(self._pool, self._config.database, group)
         pending = self._metrics.pending_rows
         for tier in range(1, len(self._config.retry_intervals) + 1):
-            pending.labels(group=group, tier=f"retry{tier}").set(rows.pending.get(tier, 0))
+            count = rows.pending.get(tier, 0)
+            pending.labels(group=group, tier=f"retry{tier}", state="pending").set(count)
+        if self._config.ordered_retries:
+            # Tier 0 runs the waiting rows: those still behind their key's head, and
+            # those claimed (pending at attempts 0).
+            pending.labels(group=group, tier="retry0", state="waiting").set(rows.waiting)
+            count = rows.pending.get(0, 0)
+            pending.labels(group=group, tier="retry0", state="pending").set(count)
         self._metrics.dead_lettered_rows.labels(group=group).set(rows.dead_lettered)
 
     def _withdraw(self) -> None:

@@ -384,6 +384,7 @@ class KafkaTier:
             return
         for tp in assigned:
             if tp not in self._held:
+                self._dispatcher.assigned(tp.topic, tp.partition)
                 worker = self._new_worker(tp)
                 self._held[tp] = _Held(worker)
                 worker.start().add_done_callback(self._worker_ended)

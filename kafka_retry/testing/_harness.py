@@ -103,7 +103,9 @@ class TestConsumer:
         if config.retry_backend == "postgres":
             assert config.database is not None  # Config refuses postgres without it
             where = f"{config.database.schema}.{config.database.table}"
-            self.table = MemoryRetryTable(self.clock, where)
+            self.table = MemoryRetryTable(
+                self.clock, where, cascade_dead_letters=config.ordered_dead_letter == "dead_letter"
+            )
         #: Every message a handler got, in the order the calls started.
         self.calls: list[Message] = []
         #: Every finished handler call, in the order they finished (one per message of a batch).

@@ -10,9 +10,11 @@ from typing import Any
 
 from kafka_retry._clock import Clock
 from kafka_retry.retry.table import (
+    DEAD_LETTERED,
     INSERT_COLUMNS,
     PENDING,
     SUCCEEDED,
+    WAITING,
     Listener,
     Outcome,
     RetryCounts,
@@ -46,10 +48,19 @@ class MemoryRetryTable:
             which rows are due and when leases run out, and gives
             ``created_at`` and ``updated_at``.
         where: The table's name in logs and metrics, ``schema.table``.
+        cascade_dead_letters: Dead-letter a key's waiting rows with its head
+            (``ordered_dead_letter="dead_letter"``).
     """
 
-    def __init__(self, clock: Clock, where: str = "kafka_retry.kafka_consumer_retries") -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        where: str = "kafka_retry.kafka_consumer_retries",
+        *,
+        cascade_dead_letters: bool = False,
+    ) -> None:
         self._clock = clock
+        self._cascade = cascade_dead_letters
         self.where = where
         self.poll_cap: float | None = None
         self._rows: dict[int, dict[str, Any]] = {}
@@ -81,11 +92,11 @@ class MemoryRetryTable:
         now = self._now()
         due = leased = 0
         for row in self._rows.values():
-            if row["state"] != PENDING:
+            if row["state"] not in (PENDING, WAITING):
                 continue
             if _leased(row, now):
                 leased += 1
-            elif row["due_at"] <= now:
+            elif row["due_at"] <= now and self._is_head(row):
                 due += 1
         reasons = []
         if due:
@@ -113,7 +124,7 @@ class MemoryRetryTable:
         row.update(id=row_id, claimed_until=None, claimed_by=None, created_at=now, updated_at=now)
         self._rows[row_id] = row
         self._version += 1
-        if row["state"] == PENDING:
+        if row["state"] in (PENDING, WAITING):
             self._tell(row)
 
     async def insert_many(self, rows: Sequence[Sequence[object]]) -> None:
@@ -137,13 +148,13 @@ class MemoryRetryTable:
         due = [
             row
             for row in self._waiting(group, tier, topics)
-            if row["due_at"] <= now and not _leased(row, now)
+            if row["due_at"] <= now and not _leased(row, now) and self._is_head(row)
         ]
         due.sort(key=lambda row: (row["due_at"], row["id"]))
         claimed: list[Row] = []
         lease_end = self._lease_end(lease)
         for row in due[:limit]:
-            row.update(claimed_until=lease_end, claimed_by=worker, updated_at=now)
+            row.update(state=PENDING, claimed_until=lease_end, claimed_by=worker, updated_at=now)
             claimed.append(dict(row))
         if claimed:
             self._version += 1
@@ -194,14 +205,70 @@ class MemoryRetryTable:
         for row in self._ours(outcome.released, worker, tier):
             changed += _release(row, now)
             self._tell(row)
+        if self._cascade:
+            self._dead_letter_followers(outcome)
+        if outcome.succeeded or outcome.failed:
+            # A settled row may be a key's head: the rows behind it are claimable now.
+            for listener in self._listeners:
+                listener(0, now)
         self._version += 1
         return changed
+
+    async def unsettled_keys(self, group: str, topic: str, partition: int) -> set[bytes]:
+        return {
+            row["message_key"]
+            for row in self._rows.values()
+            if row["consumer_group"] == group
+            and row["main_topic"] == topic
+            and row["kafka_partition"] == partition
+            and row["state"] in (PENDING, WAITING)
+            and row["key_hash"] is not None
+        }
+
+    def _is_head(self, row: Mapping[str, Any]) -> bool:
+        """Whether no earlier row of ``row``'s key is unsettled (always, for a keyless row)."""
+        if row["key_hash"] is None:
+            return True
+        # The id breaks ties, as in the SQL: a redelivered message may wait behind its own row.
+        place = (row["kafka_partition"], row["kafka_offset"], row["id"])
+        return not any(
+            other["key_hash"] == row["key_hash"]
+            and other["state"] in (PENDING, WAITING)
+            and other["consumer_group"] == row["consumer_group"]
+            and other["main_topic"] == row["main_topic"]
+            and (other["kafka_partition"], other["kafka_offset"], other["id"]) < place
+            for other in self._rows.values()
+        )
+
+    def _dead_letter_followers(self, outcome: Outcome) -> None:
+        """Dead-letter the waiting rows behind every head that ``outcome`` dead-lettered."""
+        now = self._now()
+        for row_id, state in zip(outcome.failed, outcome.states, strict=True):
+            head = self._rows.get(row_id)
+            if state != DEAD_LETTERED or head is None or head["state"] != DEAD_LETTERED:
+                continue
+            if head["key_hash"] is None:
+                continue
+            for row in self._rows.values():
+                if (
+                    row["state"] == WAITING
+                    and row["key_hash"] == head["key_hash"]
+                    and row["consumer_group"] == head["consumer_group"]
+                    and row["main_topic"] == head["main_topic"]
+                ):
+                    row.update(
+                        state=DEAD_LETTERED,
+                        last_error_type=head["last_error_type"],
+                        last_error=head["last_error"],
+                        failed_at=head["failed_at"],
+                        updated_at=now,
+                    )
 
     def _waiting(self, group: str, tier: int, topics: Sequence[str]) -> list[dict[str, Any]]:
         return [
             row
             for row in self._rows.values()
-            if row["state"] == PENDING
+            if (row["state"] == PENDING or (tier == 0 and row["state"] == WAITING))
             and row["consumer_group"] == group
             and row["attempts"] == tier
             and row["main_topic"] in topics

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from tests.faults.plan import INTERVALS, Act, LedgerLine, Record, behaviour
+from tests.faults.plan import INTERVALS, ORDERED_KEYS, Act, LedgerLine, Record, behaviour
 
 SUCCESS_OUTCOMES = frozenset({Act.OK.value, Act.VALUE.value})
 # Ledger times are printed to the millisecond; due times are whole milliseconds.
@@ -152,6 +152,8 @@ class Verdict:
         early: Ids whose retry ran before it was due (must be empty).
         misrouted: Ids whose highest attempt is not the plan's last one: a
             failure taken for a success or the other way (must be empty).
+        out_of_order: Ordered plan: ids first handled before an earlier id of
+            their key had reached its last attempt (must be empty).
     """
 
     messages: int
@@ -162,11 +164,12 @@ class Verdict:
     corrupt: list[str]
     early: list[int]
     misrouted: list[int]
+    out_of_order: list[int] = attrs.field(factory=list)
 
     def problems(self) -> str:
         """What breaks a guarantee, or "" when nothing does."""
         found = []
-        for name in ("lost", "wrong", "corrupt", "early", "misrouted"):
+        for name in ("lost", "wrong", "corrupt", "early", "misrouted", "out_of_order"):
             items = getattr(self, name)
             if items:
                 found.append(f"{name}: {len(items)} e.g. {items[:10]}")
@@ -213,7 +216,32 @@ def judge(
         corrupt=corrupt,
         early=early_retries(calls),
         misrouted=misrouted(plan, calls),
+        out_of_order=out_of_order(plan, calls) if plan == "ordered" else [],
     )
+
+
+def out_of_order(plan: str, calls: Sequence[Call]) -> list[int]:
+    """Ids whose first call came before the call that ended the previous id of their key.
+
+    Ids of one key are produced in id order, so they share a partition in that
+    order. A redelivery may run an id again later, which is allowed; an id may
+    not start before its predecessor's last attempt has started.
+    """
+    first: dict[int, float] = {}
+    ended: dict[int, float] = {}
+    for call in calls:
+        line = call.line
+        if line.fid < 0:
+            continue
+        first[line.fid] = min(first.get(line.fid, line.at), line.at)
+        if line.attempt == behaviour(plan, line.fid).final_attempt[0]:
+            ended[line.fid] = min(ended.get(line.fid, line.at), line.at)
+    wrong = []
+    for fid, at in first.items():
+        previous = fid - ORDERED_KEYS
+        if previous >= 0 and at + _CLOCK_SLACK < ended.get(previous, float("inf")):
+            wrong.append(fid)
+    return sorted(wrong)
 
 
 def misrouted(plan: str, calls: Sequence[Call]) -> list[int]:

@@ -21,12 +21,14 @@ from kafka_retry import Message
 __all__ = [
     "ID_HEADER",
     "INTERVALS",
+    "ORDERED_KEYS",
     "Act",
     "Behaviour",
     "LedgerLine",
     "Record",
     "behaviour",
     "digest",
+    "ordered_key",
     "records",
 ]
 
@@ -37,7 +39,9 @@ INTERVALS = (0.5, 1.0)
 #: Attempts before a failing message is dead-lettered.
 MAX_ATTEMPTS = 1 + len(INTERVALS)
 
-PLANS = ("standard", "timeouts", "interrupts", "poison", "storm")
+PLANS = ("standard", "timeouts", "interrupts", "poison", "storm", "ordered")
+#: The ordered plan: ids share this many keys (id modulo), and run with ordered retries.
+ORDERED_KEYS = 97
 
 
 class Act(enum.Enum):
@@ -142,12 +146,13 @@ def behaviour(plan: str, fid: int) -> Behaviour:
     handler timeout, self-cancellation, a returned value. ``interrupts``: the
     standard plan with three process-ending interruptions. ``poison``: each odd
     record in four behaviours. ``storm``: every first attempt fails, every
-    first retry succeeds.
+    first retry succeeds. ``ordered``: the standard plan, ids sharing
+    :data:`ORDERED_KEYS` keys, on ordered retries.
 
     Raises:
         ValueError: ``plan`` is not one of :data:`PLANS`.
     """
-    if plan == "standard":
+    if plan in ("standard", "ordered"):
         return _STANDARD[fid % len(_STANDARD)]
     if plan == "timeouts":
         return _TIMEOUTS[fid % len(_TIMEOUTS)]
@@ -298,6 +303,11 @@ def _poison(
 POISON_KINDS = 7
 
 
+def ordered_key(fid: int) -> bytes:
+    """The key of id ``fid`` in the ordered plan."""
+    return b"key-%d" % (fid % ORDERED_KEYS)
+
+
 def records(plan: str, count: int, base_ms: int, padding: int = 64) -> list[Record]:
     """The messages of a run: ids ``0 .. count - 1`` (``poison``: every kind in every behaviour).
 
@@ -314,7 +324,7 @@ def records(plan: str, count: int, base_ms: int, padding: int = 64) -> list[Reco
             headers = (*extra[:2], id_header, *extra[2:])
         else:
             key, value, headers = (
-                str(fid).encode(),
+                ordered_key(fid) if plan == "ordered" else str(fid).encode(),
                 b"value-%d-" % fid + b"x" * padding,
                 (id_header,),
             )

@@ -194,6 +194,37 @@ async def test_sigkill_during_a_storm(
     conclude(zip(runs, verdicts, strict=True), fault_report)
 
 
+async def test_sigkill_with_ordered_retries(
+    fault_services: Services,
+    fault_count: int,
+    fault_random: random.Random,
+    fault_report: list[str],
+    tmp_path: Path,
+) -> None:
+    """Ordered retries, SIGKILL at 3 random moments: nothing lost, per-key order kept.
+
+    Ids share keys; the verdict also fails an id first handled before the
+    previous id of its key reached its last attempt.
+    """
+    async with FaultRun(
+        fault_services,
+        tmp_path / "postgres",
+        scenario="sigkill x3 ordered",
+        backend="postgres",
+        plan="ordered",
+        count=fault_count,
+    ) as run:
+        worker = run.start_worker()
+        for fraction in moments(fault_random, 3):
+            await run.wait_progress(fraction)
+            await asyncio.sleep(fault_random.uniform(0, 0.3))
+            worker = await run.restart(worker)
+        verdict = await run.finish()
+    for fault, new in zip(run.faults, run.workers[1:], strict=True):
+        fault.recovery = run.ledger.first_after(fault.over, pid=new.pid)
+    conclude([(run, verdict)], fault_report)
+
+
 async def test_clean_rebalances_exactly_once(
     fault_services: Services,
     fault_count: int,

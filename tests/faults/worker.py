@@ -131,6 +131,7 @@ def config_from(args: argparse.Namespace) -> Config:
         retry_intervals=INTERVALS,
         retry_backend=args.backend,
         database=database,
+        ordered_retries=args.plan == "ordered",
         handler_timeout=args.handler_timeout,
         drain_timeout=args.drain_timeout,
         replication_factor=args.replication_factor,

@@ -340,6 +340,30 @@ async def two_topics(h: Harness) -> None:
         assert [m.value for m in handler.calls] == [value, value]
 
 
+async def ordered_keys(h: Harness) -> None:
+    """Ordered retries (postgres only): a key's later messages wait behind its retry, in order."""
+    topic = fresh("product")
+    await h.create_topics(topic)
+    records = [(b"k1", b"a"), (b"k1", b"b"), (b"k2", b"x"), (b"k1", b"c"), (b"k2", b"y")]
+    await h.produce(topic, [(key, value, DUP_HEADERS) for key, value in records])
+    config = h.config(topics=[topic], retry_intervals=[1], ordered_retries=True)
+
+    def fail_a_first(message: Message) -> Exception | None:
+        return _fail_first(message) if message.value == b"a" else None
+
+    handler = Recorder(h.now, fail_a_first)
+    async with h.running(config, {topic: handler}):
+        await h.wait_for(lambda: len(handler.calls) == 6)
+    calls = handler.calls
+    k1 = [(m.value, m.attempt) for m in calls if m.key == b"k1"]
+    assert k1 == [(b"a", 1), (b"a", 2), (b"b", 1), (b"c", 1)]
+    assert [m.value for m in calls if m.key == b"k2"] == [b"x", b"y"]
+    waited = [m for m in calls if m.value in (b"b", b"c")]
+    assert all(m.provenance is None and m.topic == topic for m in waited)
+    assert all(list(m.headers) == DUP_HEADERS for m in waited)  # byte-exact through the table
+    assert await h.dead_letters(config, topic, 0) == []
+
+
 Scenario = Callable[[Harness], Awaitable[None]]
 SCENARIOS: list[Scenario] = [
     success,
@@ -348,3 +372,5 @@ SCENARIOS: list[Scenario] = [
     non_retryable,
     two_topics,
 ]
+#: Scenarios of the postgres backend only.
+POSTGRES_SCENARIOS: list[Scenario] = [ordered_keys]

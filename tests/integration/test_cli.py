@@ -324,7 +324,7 @@ async def test_db_migrate_and_status(database_url: str, db_schema: str) -> None:
     """migrate applies every version once; status reads an empty table."""
     env = {**os.environ, "DATABASE_URL": database_url, "DATABASE_SCHEMA": db_schema}
     first = await cli("db", "migrate", env=env)
-    applied = "applied 0001_create_table, 0002_replayed_state, 0003_last_span to"
+    applied = "applied 0001_create_table, 0002_replayed_state, 0003_last_span, 0004_ordered_keys to"
     assert first.out.strip().startswith(applied)
     again = await cli("db", "migrate", env=env)
     assert again.out.strip().endswith("is up to date")

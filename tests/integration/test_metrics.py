@@ -222,7 +222,7 @@ async def test_retry_table_gauges_and_the_go_dead_letter_gauge(
     registry = CollectorRegistry()
     group = config.group
     async with Consumer(config, {topic: handler}, registry=registry) as consumer:
-        pending = {"group": group, "tier": "retry1"}
+        pending = {"group": group, "tier": "retry1", "state": "pending"}
         await eventually(lambda: sample(registry, "kafka_retry_pending_rows", **pending) == 1)
         dead = {"group": group}
         await eventually(lambda: sample(registry, "kafka_retry_dead_lettered_rows", **dead) == 1)

@@ -383,7 +383,7 @@ async def test_concurrent_migrations_apply_once(
 ) -> None:
     """Three instances migrating at once apply each version exactly once."""
     results = await asyncio.gather(*(apply_migrations(database) for _ in range(3)))
-    versions = ["0001_create_table", "0002_replayed_state", "0003_last_span"]
+    versions = ["0001_create_table", "0002_replayed_state", "0003_last_span", "0004_ordered_keys"]
     assert sorted(results) == [[], [], versions]
     ledger = await db.fetch(
         f'SELECT table_name, version FROM "{database.schema}".kafka_retry_migrations'

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .scenarios import SCENARIOS, KafkaHarness, Scenario
+from .scenarios import POSTGRES_SCENARIOS, SCENARIOS, KafkaHarness, Scenario
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ async def test_scenario_on_kafka(scenario: Scenario, kafka_service: Any) -> None
     await scenario(KafkaHarness(kafka_service))
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize("scenario", SCENARIOS + POSTGRES_SCENARIOS, ids=lambda s: s.__name__)
 async def test_scenario_on_postgres(
     scenario: Scenario, kafka_service: Any, database_url: str, db_schema: str
 ) -> None:

@@ -517,3 +517,23 @@ async def test_a_topic_without_any_handler_is_still_a_setup_error() -> None:
 
     with pytest.raises(SetupError, match="no handler for topic"):
         await Consumer(config, batch_handlers={"events": many}).run()
+
+
+async def test_ordered_retries_hold_a_key_between_batches() -> None:
+    """A batch's failed key: the key's messages in later batches wait; the others are handled."""
+    consumer = Consumer(make_config("postgres", retry_intervals=[5], ordered_retries=True))
+
+    @consumer.batch_handler("events", max_size=2, max_wait=0)
+    async def on_events(messages: list[Message]) -> None:
+        failed = {m: RuntimeError("a fails once") for m in messages if m.value == b"a"}
+        if failed and messages[0].attempt == 1 and len(t.batches) == 1:
+            raise BatchFailed(failed)
+
+    t = TestConsumer(consumer)
+    for key, value in ((b"k1", b"a"), (b"k2", b"x"), (b"k1", b"b"), (b"k2", b"y")):
+        await t.publish("events", value, key=key)
+    async with t:
+        await t.drain()
+    assert [[m.value for m in b] for b in t.batches][:2] == [[b"a", b"x"], [b"y"]]
+    k1 = [(m.value, m.attempt) for b in t.batches for m in b if m.key == b"k1"]
+    assert k1 == [(b"a", 1), (b"a", 2), (b"b", 1)]

@@ -203,3 +203,26 @@ def test_database_url_must_be_postgres() -> None:
     with pytest.raises(ConfigError) as caught:
         DatabaseConfig.from_url("mysql://root:hunter2@db/x")
     assert "hunter2" not in str(caught.value)
+
+
+def test_ordered_retries_need_the_postgres_backend() -> None:
+    """ordered_retries on the Kafka backend is a ConfigError naming the field."""
+    with pytest.raises(ConfigError) as caught:
+        Config(bootstrap_servers="k:9092", group="g", topics=["t"], ordered_retries=True)
+    assert caught.value.field == "ordered_retries"
+    config = Config(
+        bootstrap_servers="k:9092",
+        group="g",
+        topics=["t"],
+        retry_backend="postgres",
+        database=DatabaseConfig(),
+        ordered_retries=True,
+    )
+    assert config.ordered_retries and config.ordered_dead_letter == "release"
+
+
+def test_ordered_dead_letter_is_release_or_dead_letter() -> None:
+    """Any other ordered_dead_letter is a ConfigError naming it."""
+    with pytest.raises(ConfigError) as caught:
+        Config(bootstrap_servers="k:9092", group="g", topics=["t"], ordered_dead_letter="x")  # type: ignore[arg-type]
+    assert caught.value.field == "ordered_dead_letter"

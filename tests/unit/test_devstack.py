@@ -355,7 +355,9 @@ def _pretend_running(service_dir: Path, port: int) -> None:
     proc.write_record(service_dir, proc.Record(os.getpid(), f"127.0.0.1:{port}", "kafka", ""))
 
 
-def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_cluster_is_not_taken_for_one_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Asking for one broker while a 3-node cluster runs is an error naming both sizes."""
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # CI sets it for the suite
     for node in (1, 2, 3):
@@ -371,7 +373,9 @@ def test_a_running_cluster_is_not_taken_for_one_broker(tmp_path: Path, monkeypat
     assert devstack.is_running("kafka", tmp_path)
 
 
-def test_a_running_broker_is_not_taken_for_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_broker_is_not_taken_for_a_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Asking for a cluster while one broker runs is an error; the broker's record stays."""
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)  # CI sets it for the suite
     _pretend_running(tmp_path / "kafka", 9092)

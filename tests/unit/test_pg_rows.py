@@ -89,7 +89,7 @@ def test_insert_params_of_a_first_failure() -> None:
     assert decode_headers(params[6], params[7]) == HEADERS  # type: ignore[arg-type]
     assert params[8:11] == (1_700_000_000_123, 1, "pending")
     assert params[11:13] == (to_datetime(61_000), to_datetime(1_000))
-    assert params[13:] == ("ValueError", "boom\ufffd", None)
+    assert params[13:] == ("ValueError", "boom\ufffd", None, None)
 
 
 def test_insert_params_keep_the_original_position_of_a_retry() -> None:
@@ -162,7 +162,7 @@ def test_statements_use_the_quoted_table_and_bind_every_value() -> None:
     for statement in statements:
         assert '"retries"."jobs"' in statement
     assert "FOR UPDATE SKIP LOCKED" in sql.claim
-    assert sql.insert.count("$") == 16
+    assert sql.insert.count("$") == 17
 
 
 def keyed(partition: int, key: bytes | None, topic: str = "orders") -> Message:

@@ -67,6 +67,8 @@ def test_template_names_are_quoted_identifiers_only() -> None:
         "ix_pending": '"t_pending"',
         "ix_succeeded": '"t_succeeded"',
         "ix_dead": '"t_dead"',
+        "ix_keys": '"t_keys"',
+        "ix_waiting": '"t_waiting"',
     }
 
 

@@ -96,4 +96,4 @@ def test_statements_take_values_only_as_parameters() -> None:
         sql = getattr(statements, prop)
         assert isinstance(sql, str)
         literals = set(re.findall(r"'([^']*)'", sql))
-        assert literals <= {"pending", "succeeded", "dead_lettered", "replayed"}, prop
+        assert literals <= {"pending", "waiting", "succeeded", "dead_lettered", "replayed"}, prop

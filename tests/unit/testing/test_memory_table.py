@@ -119,6 +119,7 @@ def _row_params(**fields: Any) -> list[object]:
         "last_error_type": "RuntimeError",
         "last_error": "boom",
         "last_span": None,
+        "key_hash": None,
         **fields,
     }
     return [values[column] for column in INSERT_COLUMNS]
@@ -209,3 +210,98 @@ async def test_a_handler_ending_the_consumer_leaves_no_row_leased() -> None:
     for value in (b"x", b"z"):
         assert (rows[value]["state"], rows[value]["attempts"]) == ("pending", 1)
         assert rows[value]["claimed_by"] is None
+
+
+def _seen(calls: list[Message], key: bytes) -> list[tuple[bytes, int]]:
+    return [(m.value or b"", m.attempt) for m in calls if m.key == key]
+
+
+async def test_ordered_retries_keep_a_keys_later_messages_behind_its_retry() -> None:
+    """k1's b and c wait in the table behind a's retry; k2 flows on meanwhile."""
+    failed: set[bytes] = set()
+
+    async def fail_a_once(message: Message) -> None:
+        if message.value == b"a" and message.value not in failed:
+            failed.add(message.value)
+            raise RuntimeError("a fails once")
+
+    config = pg_config(retry_intervals=[30], ordered_retries=True)
+    async with TestConsumer(config, {"product": fail_a_once}) as t:
+        for key, value in ((b"k1", b"a"), (b"k1", b"b"), (b"k2", b"x"), (b"k1", b"c")):
+            await t.publish("product", value, key=key)
+        await t.settle()
+        assert t.table is not None
+        counts = t.table.counts("shop")
+        assert (counts.pending, counts.waiting) == ({1: 1}, 2)
+        await t.publish("product", b"y", key=b"k2")
+        await t.drain()
+    assert _seen(t.calls, b"k1") == [(b"a", 1), (b"a", 2), (b"b", 1), (b"c", 1)]
+    values = [m.value for m in t.calls]
+    assert values.index(b"y") < values.index(b"b")
+    for message in t.calls:
+        if message.value in (b"b", b"c"):
+            assert message.provenance is None
+
+
+async def test_ordered_dead_letter_release_or_dead_letter_the_followers() -> None:
+    """A dead-lettered head releases its followers, or with "dead_letter" takes them along."""
+
+    async def fail_a(message: Message) -> None:
+        if message.value == b"a":
+            raise RuntimeError("a always fails")
+
+    cases = (("release", [b"a", b"a", b"b"], 1), ("dead_letter", [b"a", b"a"], 2))
+    for mode, handled, dead_letters in cases:
+        config = pg_config(retry_intervals=[5], ordered_retries=True, ordered_dead_letter=mode)
+        async with TestConsumer(config, {"product": fail_a}) as t:
+            await t.publish("product", b"a", key=b"k")
+            await t.publish("product", b"b", key=b"k")
+            await t.drain()
+            assert t.table is not None
+            dead = t.table.counts("shop").dead_lettered
+        assert [m.value for m in t.calls] == handled, mode
+        assert dead == dead_letters, mode
+
+
+async def test_claims_take_a_keys_head_only() -> None:
+    """A row is claimed only once every earlier row of its key is settled; null keys always."""
+    clock = VirtualClock(start=10.0)
+    table = MemoryRetryTable(clock)
+    hashed = 1234
+    await table.insert(
+        _row_params(kafka_offset=1, attempts=1, due_at=to_datetime(20_000), key_hash=hashed)
+    )
+    await table.insert(
+        _row_params(
+            kafka_offset=2, attempts=0, state="waiting", due_at=to_datetime(0), key_hash=hashed
+        )
+    )
+    await table.insert(
+        _row_params(
+            kafka_offset=3, attempts=0, state="waiting", due_at=to_datetime(0), key_hash=None
+        )
+    )
+    waiting = await table.claim("shop", 0, 10, 60, "me", ["product"])
+    assert [row["kafka_offset"] for row in waiting] == [3]
+    clock.advance(10.0)
+    [head] = await table.claim("shop", 1, 10, 60, "me", ["product"])
+    assert await table.claim("shop", 0, 10, 60, "other", ["product"]) == []
+    assert await table.write(Outcome(succeeded=[head["id"]]), "me", 1) == 1
+    [follower] = await table.claim("shop", 0, 10, 60, "other", ["product"])
+    assert follower["kafka_offset"] == 2
+    assert await table.unsettled_keys("shop", "product", 0) == {b"k"}
+
+
+async def test_a_redelivered_message_waits_behind_its_own_row() -> None:
+    """Two rows at one offset (a redelivery stored as waiting): the later id waits."""
+    clock = VirtualClock(start=10.0)
+    table = MemoryRetryTable(clock)
+    await table.insert(_row_params(kafka_offset=1, due_at=to_datetime(0), key_hash=7))
+    await table.insert(
+        _row_params(kafka_offset=1, attempts=0, state="waiting", due_at=to_datetime(0), key_hash=7)
+    )
+    assert await table.claim("shop", 0, 10, 60, "me", ["product"]) == []
+    [first] = await table.claim("shop", 1, 10, 60, "me", ["product"])
+    assert await table.write(Outcome(succeeded=[first["id"]]), "me", 1) == 1
+    [again] = await table.claim("shop", 0, 10, 60, "me", ["product"])
+    assert again["kafka_offset"] == 1 and again["id"] != first["id"]

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.scenarios import BACKENDS, SCENARIOS, Backend, MemoryHarness, Scenario
+from tests.integration.scenarios import (
+    BACKENDS,
+    POSTGRES_SCENARIOS,
+    SCENARIOS,
+    Backend,
+    MemoryHarness,
+    Scenario,
+)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -17,3 +24,9 @@ from tests.integration.scenarios import BACKENDS, SCENARIOS, Backend, MemoryHarn
 async def test_scenario_in_memory(scenario: Scenario, backend: Backend) -> None:
     """Each scenario's observable results hold in memory, with either retry backend."""
     await scenario(MemoryHarness(backend))
+
+
+@pytest.mark.parametrize("scenario", POSTGRES_SCENARIOS, ids=lambda s: s.__name__)
+async def test_postgres_scenario_in_memory(scenario: Scenario) -> None:
+    """Each postgres-only scenario's observable results hold in memory."""
+    await scenario(MemoryHarness("postgres"))
