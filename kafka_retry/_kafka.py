@@ -397,7 +397,7 @@ async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
         )
     if config.retry_backend == "postgres":
         return counts  # retries and dead letters live in the table: no topics to create
-    wanted = {name: main for main in mains for name in config.topic_chain(main)[1:]}
+    wanted = chain_topics(config)
     existing = await partition_counts(admin, list(wanted))
     main_configs = await describe_topic_configs(admin, mains, MAIN_TOPIC_CONFIGS)
     missing = {name: main for name, main in wanted.items() if name not in existing}
@@ -413,6 +413,11 @@ async def ensure_topics(admin: Any, config: Config) -> dict[str, int]:
     return counts
 
 
+def chain_topics(config: Config) -> dict[str, str]:
+    """The main topic of each retry and dead-letter topic of the Kafka backend."""
+    return {name: main for main in config.topics for name in config.topic_chain(main)[1:]}
+
+
 async def check_topics(admin: Any, config: Config) -> None:
     """Check that every topic the consumer reads or writes exists (``create_topics=False``).
 
@@ -422,7 +427,7 @@ async def check_topics(admin: Any, config: Config) -> None:
     """
     wanted = list(config.topics)
     if config.retry_backend == "kafka":
-        wanted += [name for main in config.topics for name in config.topic_chain(main)[1:]]
+        wanted += list(chain_topics(config))
     existing = await partition_counts(admin, wanted)
     missing = [topic for topic in wanted if topic not in existing]
     if missing:

@@ -178,9 +178,19 @@ async def _collect(args: argparse.Namespace, query: DeadLetterQuery) -> list[Dea
     return found
 
 
+def _replayed_filter(args: argparse.Namespace) -> bool | None:
+    """Which dead letters ``--replayed`` / ``--all`` select: replayed, any, or not replayed."""
+    return True if args.replayed else (None if args.all else False)
+
+
+def _width() -> int | None:
+    """The terminal's width; None when the output is not a terminal (no cutting)."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
 def list_command(args: argparse.Namespace) -> int:
     """Print the selected dead letters."""
-    replayed: bool | None = True if args.replayed else (None if args.all else False)
+    replayed = _replayed_filter(args)
     entries = run_async(_collect(args, build_query(args, replayed=replayed)))
     if args.json:
         print_json([entry_json(entry) for entry in entries])
@@ -188,8 +198,7 @@ def list_command(args: argparse.Namespace) -> int:
     if not entries:
         print("no dead letters", file=sys.stderr)
         return 0
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-    print("\n".join(list_lines(entries, show_replayed=replayed is not False, width=width)))
+    print("\n".join(list_lines(entries, show_replayed=replayed is not False, width=_width())))
     return 0
 
 
@@ -218,7 +227,7 @@ async def _groups(args: argparse.Namespace, query: DeadLetterQuery) -> list[Fail
 
 def groups_command(args: argparse.Namespace) -> int:
     """Print the failure groups of the selected dead letters."""
-    replayed: bool | None = True if args.replayed else (None if args.all else False)
+    replayed = _replayed_filter(args)
     found = run_async(_groups(args, build_query(args, replayed=replayed)))
     if args.json:
         print_json([group_json(group) for group in found])
@@ -227,9 +236,8 @@ def groups_command(args: argparse.Namespace) -> int:
         print("no dead letters", file=sys.stderr)
         return 0
     rows = [[str(g.count), format_time(g.first), format_time(g.last), g.fingerprint] for g in found]
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     headers = ["COUNT", "FIRST", "LAST", "FINGERPRINT"]
-    print("\n".join(table(headers, rows, right=[0], flexible=3, width=width)))
+    print("\n".join(table(headers, rows, right=[0], flexible=3, width=_width())))
     return 0
 
 

@@ -18,12 +18,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from kafka_retry._batch import BatchHandler
 from kafka_retry._clock import Clock
 from kafka_retry.runtime.dispatch import BatchCall, Dispatcher
-from kafka_retry.runtime.partition import PartitionWorker
+from kafka_retry.runtime.partition import YIELD_EVERY, PartitionWorker
 
 __all__ = ["BatchPartitionWorker"]
-
-# Records handled between two turns given to the rest of the event loop.
-_YIELD_EVERY = 256
 
 
 class BatchPartitionWorker(PartitionWorker):
@@ -51,7 +48,7 @@ class BatchPartitionWorker(PartitionWorker):
         self._clock = clock
         self._max_size = spec.max_size
         self._max_wait = spec.max_wait
-        self._budget = _YIELD_EVERY
+        self._budget = YIELD_EVERY
 
     async def _run(self) -> None:
         dispatcher = self._dispatcher
@@ -124,5 +121,5 @@ class BatchPartitionWorker(PartitionWorker):
         if self._budget <= 0:
             # A batch handler that never awaits would otherwise hold the loop: no
             # commit, heartbeat or hand-off meanwhile.
-            self._budget = _YIELD_EVERY
+            self._budget = YIELD_EVERY
             await asyncio.sleep(0)

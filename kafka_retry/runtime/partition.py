@@ -15,7 +15,7 @@ from kafka_retry.runtime.dispatch import Dispatcher
 log = logging.getLogger("kafka_retry")
 
 # Records handled between two turns given to the rest of the event loop.
-_YIELD_EVERY = 256
+YIELD_EVERY = 256
 
 
 class PartitionWorker(Feed):
@@ -63,7 +63,7 @@ class PartitionWorker(Feed):
                 await self._wakeup.wait()
                 continue
             batch = self._batches.popleft()
-            budget = _YIELD_EVERY
+            budget = YIELD_EVERY
             try:
                 # The hot loop: one Message and one handler call per record.
                 for record in batch:
@@ -84,7 +84,7 @@ class PartitionWorker(Feed):
                     if not budget:
                         # Handlers that never await would otherwise hold the loop for
                         # the whole batch: no commit, heartbeat or hand-off meanwhile.
-                        budget = _YIELD_EVERY
+                        budget = YIELD_EVERY
                         await asyncio.sleep(0)
             finally:
                 self.buffered -= len(batch)
