@@ -4,8 +4,8 @@
 Here records are appended to an open batch per (topic, partition); a sender
 task per partition hands a batch to ``send_batch`` while the next one fills,
 so a failure storm costs one produce request per partition and round trip,
-and the producer keeps the order within a partition. Each record's future is
-settled when its batch is acknowledged (or failed), never before.
+and the producer keeps the order within a partition. A batch's receipt is
+settled when the batch is acknowledged (or failed), never before.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-__all__ = ["TOO_LARGE", "BatchTooLarge", "PartitionBatches", "partition_for"]
+__all__ = ["TOO_LARGE", "Batch", "BatchTooLarge", "PartitionBatches", "partition_for"]
 
 TopicPartition = tuple[str, int]
 #: Errors that resending the same record cannot fix; only a larger topic limit can.
@@ -50,14 +50,23 @@ def partition_for(key: bytes | None, source_partition: int, partitions: Sequence
     return partitions[source_partition % len(partitions)]
 
 
-class _Open:
-    """A batch being filled, and the futures of its records."""
+class Batch:
+    """A batch being filled for one partition, and the future of its acknowledgement.
 
-    __slots__ = ("builder", "waiters")
+    Attributes:
+        receipt: Done when the broker acknowledged the batch (or refused it:
+            then its exception, :class:`BatchTooLarge` if it held several
+            records and was too large).
+        tickets: What the batch's riders share, per source (see :mod:`._tickets`).
+    """
+
+    __slots__ = ("builder", "count", "receipt", "tickets")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
-        self.waiters: list[asyncio.Future[None]] = []
+        self.count = 0
+        self.receipt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tickets: dict[Any, Any] = {}
 
 
 class PartitionBatches:
@@ -70,7 +79,7 @@ class PartitionBatches:
 
     def __init__(self, producer: Any) -> None:
         self._producer = producer
-        self._queues: dict[TopicPartition, deque[_Open]] = {}
+        self._queues: dict[TopicPartition, deque[Batch]] = {}
         self._senders: dict[TopicPartition, asyncio.Task[None]] = {}
 
     def add(
@@ -79,9 +88,9 @@ class PartitionBatches:
         key: bytes | None,
         value: bytes | None,
         timestamp: int | None,
-        headers: list[tuple[str, bytes | None]],
-    ) -> asyncio.Future[None] | None:
-        """Append one record; return the future of its acknowledgement.
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> Batch | None:
+        """Append one record; return the batch it joined (whose receipt says when it is stored).
 
         None when the record does not fit even in an empty batch: the caller
         sends it alone (and learns from the broker whether it is too large).
@@ -90,35 +99,24 @@ class PartitionBatches:
         if queue is None:
             queue = self._queues[tp] = deque()
         if not queue:
-            queue.append(_Open(self._producer.create_batch()))
+            queue.append(Batch(self._producer.create_batch()))
         batch = queue[-1]
-        if not self._append(batch, key, value, timestamp, headers):
-            if not batch.waiters:
+        if batch.builder.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
+            if not batch.count:
                 return None
-            batch = _Open(self._producer.create_batch())
+            batch = Batch(self._producer.create_batch())
             queue.append(batch)
-            if not self._append(batch, key, value, timestamp, headers):
+            appended = batch.builder.append(
+                key=key, value=value, timestamp=timestamp, headers=headers
+            )
+            if appended is None:
                 return None
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        batch.waiters.append(waiter)
+        batch.count += 1
         if tp not in self._senders:
             self._senders[tp] = asyncio.create_task(self._send(tp, queue))
-        return waiter
+        return batch
 
-    @staticmethod
-    def _append(
-        batch: _Open,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp: int | None,
-        headers: list[tuple[str, bytes | None]],
-    ) -> bool:
-        return (
-            batch.builder.append(key=key, value=value, timestamp=timestamp, headers=headers)
-            is not None
-        )
-
-    async def _send(self, tp: TopicPartition, queue: deque[_Open]) -> None:
+    async def _send(self, tp: TopicPartition, queue: deque[Batch]) -> None:
         topic, partition = tp
         try:
             # One turn of the loop: the hand-offs started with this one add theirs.
@@ -133,38 +131,35 @@ class PartitionBatches:
                         batch.builder, topic, partition=partition
                     )
                 except BaseException as exc:
-                    _settle(batch.waiters, exc)
+                    _settle(batch, exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                delivery.add_done_callback(lambda done, w=batch.waiters: _delivered(w, done))
+                delivery.add_done_callback(lambda done, b=batch: _delivered(b, done))
         finally:
             del self._senders[tp]
             for batch in queue:  # cancelled: nothing left may wait forever
-                _settle(batch.waiters, asyncio.CancelledError())
+                _settle(batch, asyncio.CancelledError())
             queue.clear()
 
 
-def _delivered(waiters: list[asyncio.Future[None]], done: asyncio.Future[Any]) -> None:
+def _delivered(batch: Batch, done: asyncio.Future[Any]) -> None:
     if done.cancelled():
-        _settle(waiters, asyncio.CancelledError())
-        return
-    error = done.exception()
-    if error is None:
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        return
-    _settle(waiters, error)
+        _settle(batch, asyncio.CancelledError())
+    elif (error := done.exception()) is not None:
+        _settle(batch, error)
+    elif not batch.receipt.done():
+        batch.receipt.set_result(None)
 
 
-def _settle(waiters: list[asyncio.Future[None]], error: BaseException) -> None:
-    if len(waiters) > 1 and isinstance(error, TOO_LARGE):
+def _settle(batch: Batch, error: BaseException) -> None:
+    receipt = batch.receipt
+    if receipt.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        receipt.cancel()
+        return
+    if batch.count > 1 and isinstance(error, TOO_LARGE):
         error = BatchTooLarge(str(error))
-    for waiter in waiters:
-        if waiter.done():
-            continue
-        if isinstance(error, asyncio.CancelledError):
-            waiter.cancel()
-        else:
-            waiter.set_exception(error)
+    receipt.set_exception(error)
+    receipt.exception()  # its riders are told; unheard, it is no news for the loop's log

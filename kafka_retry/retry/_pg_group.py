@@ -11,14 +11,35 @@ during a write form the next batch, so batches grow with the load.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from kafka_retry.retry._pg_table import RetryRows
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "RowBatch"]
 
 #: Rows written in one transaction at most.
-MAX_ROWS = 1000
+MAX_ROWS = 5000
+
+
+class RowBatch:
+    """Rows that one transaction writes, and the future of its commit.
+
+    Attributes:
+        receipt: Done when the transaction committed; its exception (or
+            cancellation) when it failed, and then none of the rows is stored.
+        tickets: What the batch's riders share, per source (see :mod:`._tickets`).
+    """
+
+    __slots__ = ("owners", "receipt", "rows", "tickets")
+
+    def __init__(self) -> None:
+        self.rows: list[Sequence[object]] = []
+        #: Per row, the caller that wants it, if it may give up (then it is left out).
+        self.owners: list[asyncio.Future[None] | None] = []
+        self.receipt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tickets: dict[Any, Any] = {}
 
 
 class GroupCommit:
@@ -32,8 +53,24 @@ class GroupCommit:
     def __init__(self, rows: RetryRows, max_rows: int = MAX_ROWS) -> None:
         self._rows = rows
         self._max_rows = max_rows
-        self._pending: list[tuple[Sequence[object], asyncio.Future[None]]] = []
+        self._queue: deque[RowBatch] = deque()
         self._writer: asyncio.Task[None] | None = None
+
+    def add(self, params: Sequence[object], owner: asyncio.Future[None] | None = None) -> RowBatch:
+        """Queue one row; return the batch it joined, whose receipt says when it is committed.
+
+        ``owner``, when given, is the caller's own future: cancelled before the
+        write, it leaves its row out.
+        """
+        queue = self._queue
+        if not queue or len(queue[-1].rows) >= self._max_rows:
+            queue.append(RowBatch())
+        batch = queue[-1]
+        batch.rows.append(params)
+        batch.owners.append(owner)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        return batch
 
     async def insert(self, params: Sequence[object]) -> None:
         """Insert one row with the others gathered meanwhile; return once it is committed.
@@ -41,41 +78,38 @@ class GroupCommit:
         Raises:
             Exception: What the batch's transaction raised; none of its rows is stored.
         """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((params, done))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
-        await done
+        wanted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.shield(self.add(params, wanted).receipt)
+        finally:
+            wanted.cancel()  # done waiting (or given up): a row not yet written is not wanted
 
     async def _write(self) -> None:
         try:
             # One turn of the loop: the failures handled with this one add theirs.
             await asyncio.sleep(0)
-            while self._pending:
-                batch = self._pending[: self._max_rows]
-                del self._pending[: self._max_rows]
-                await self._commit(batch)
+            while self._queue:
+                await self._commit(self._queue.popleft())
         finally:
             self._writer = None
-            for _params, done in self._pending:  # cancelled: no caller may wait forever
-                done.cancel()
-            self._pending.clear()
+            for batch in self._queue:  # cancelled: nobody may wait forever
+                batch.receipt.cancel()
+            self._queue.clear()
 
-    async def _commit(self, batch: list[tuple[Sequence[object], asyncio.Future[None]]]) -> None:
-        live = [(params, done) for params, done in batch if not done.cancelled()]
-        if not live:
-            return
+    async def _commit(self, batch: RowBatch) -> None:
+        live = [
+            params
+            for params, owner in zip(batch.rows, batch.owners, strict=True)
+            if owner is None or not owner.done()
+        ]
         try:
-            await self._rows.insert_many([params for params, _ in live])
+            if live:
+                await self._rows.insert_many(live)
         except Exception as exc:
-            for _params, done in live:
-                if not done.done():
-                    done.set_exception(exc)
+            batch.receipt.set_exception(exc)
+            batch.receipt.exception()  # its riders are told; unheard, it is no news for the log
             return
         except BaseException:
-            for _params, done in live:
-                done.cancel()
+            batch.receipt.cancel()
             raise
-        for _params, done in live:
-            if not done.done():
-                done.set_result(None)
+        batch.receipt.set_result(None)

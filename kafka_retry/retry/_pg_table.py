@@ -144,6 +144,7 @@ class PgRows:
         self._ordered = ordered
         self._cascade = cascade_dead_letters
         self._sql = Statements.of(database)
+        self._schema, self._table = database.schema, database.table
         self.where = f"{database.schema}.{database.table}"
         self.poll_cap: float | None = POLL_CAP
         self._listeners: list[Listener] = []
@@ -157,11 +158,20 @@ class PgRows:
             _tell(self._listeners, params[_ATTEMPTS], params[_DUE_AT])
 
     async def insert_many(self, rows: Sequence[Sequence[object]]) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(self._sql.insert, rows)
+        # COPY: about twice the rows per second of a multi-row INSERT or executemany.
+        async with self._pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                self._table, schema_name=self._schema, columns=INSERT_COLUMNS, records=rows
+            )
+        earliest: dict[object, object] = {}
         for params in rows:
             if params[_STATE] == PENDING:
-                _tell(self._listeners, params[_ATTEMPTS], params[_DUE_AT])
+                tier, due = params[_ATTEMPTS], params[_DUE_AT]
+                known = earliest.get(tier)
+                if known is None or due < known:  # type: ignore[operator]
+                    earliest[tier] = due
+        for tier, due in earliest.items():  # the earliest is news; the later ones are not
+            _tell(self._listeners, tier, due)
 
     async def claim(
         self,

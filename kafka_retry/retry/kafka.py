@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -13,8 +14,9 @@ from aiokafka.errors import KafkaError
 from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry._transaction import TierTransaction
-from kafka_retry.message import Header, Message, producible_headers, with_provenance
+from kafka_retry.message import Header, Message
 from kafka_retry.retry._batches import TOO_LARGE, BatchTooLarge, PartitionBatches, partition_for
+from kafka_retry.retry._tickets import Ticket
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.runtime.builder import TierBuilder
 from kafka_retry.runtime.tier import Tier
@@ -58,7 +60,7 @@ class KafkaBackend:
 
         async def forwarder(tier: str, group_id: str) -> KafkaForwarder:
             producer, transaction = await builder.handoff_producer(tier, group_id)
-            return KafkaForwarder(
+            forwarder = KafkaForwarder(
                 producer,
                 chains,
                 config.retry_intervals,
@@ -66,6 +68,8 @@ class KafkaBackend:
                 builder.observer,
                 transaction=transaction,
             )
+            await forwarder.learn_partitions()
+            return forwarder
 
         main = await forwarder("main", config.group)
         tiers: list[Tier] = []
@@ -114,6 +118,18 @@ class KafkaForwarder:
         self._clock = clock
         self._batches = PartitionBatches(producer)
         self._partitions: dict[str, list[int]] = {}
+        self._routes: dict[tuple[str, int, bool], tuple[str, int, list[int] | None]] = {}
+
+    async def learn_partitions(self) -> None:
+        """Look up the partitions of every topic it may send to (the topics exist by now).
+
+        Until a topic's partitions are known, its failures take the ordinary
+        path: at the start of a storm, thousands of them.
+        """
+        for chain in self._chains.values():
+            for topic in (*chain.retries, chain.dead_letter):
+                if topic not in self._partitions:
+                    self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
 
     async def schedule(self, failure: Failure) -> None:
         """Send to the retry topic after ``failure.attempts``; due after its interval."""
@@ -155,17 +171,68 @@ class KafkaForwarder:
         async with self._transaction.joined(failure.message):
             await self._send(topic, failure, due_at, give_up_if_too_large=give_up_if_too_large)
 
+    def start(self, failure: Failure) -> asyncio.Future[None]:
+        """Start handing ``failure`` on (retry topic, or dead letter if final), without a task.
+
+        The record joins the open batch of its target partition; the future
+        returned is shared with the other failures of the same source partition
+        on that batch and done once the batch is acknowledged. A failed batch
+        sends each of its records again the ordinary way (:meth:`schedule`,
+        :meth:`dead_letter`: backoff, too-large fallback). Inside a transaction
+        (``exactly_once``), for a topic whose partitions are not known yet, or
+        for a record too large for a batch, it is the ordinary way at once.
+        """
+        message = failure.message
+        route = self._routes.get((message.main_topic, failure.attempts, failure.final))
+        if route is None:
+            route = self._route(message.main_topic, failure.attempts, failure.final)
+        topic, delay_ms, partitions = route
+        if partitions is not None:
+            headers = failure.carried_headers(failure.failed_at + delay_ms)
+            timestamp = message.timestamp if message.timestamp >= 0 else None
+            tp = (topic, partition_for(message.key, message.partition, partitions))
+            batch = self._batches.add(tp, message.key, message.value, timestamp, headers)
+            if batch is not None:
+                source = (message.topic, message.partition)
+                ticket = batch.tickets.get(source)
+                if ticket is None or ticket.future.done():  # done: given up by a stopped worker
+                    ticket = batch.tickets[source] = Ticket(batch.receipt, self._resend)
+                ticket.failures.append(failure)
+                return ticket.future
+        return asyncio.ensure_future(self._resend(failure))
+
+    def _route(
+        self, main_topic: str, attempts: int, final: bool
+    ) -> tuple[str, int, list[int] | None]:
+        """Where :meth:`start` sends a failure: topic, delay (ms) and its partitions.
+
+        No partitions (the ordinary path) inside a transaction, or before they are known.
+        """
+        chain = self._chains[main_topic]
+        if final:
+            topic, delay_ms = chain.dead_letter, 0
+        else:
+            topic = chain.next_after(attempts)
+            delay_ms = round(self._intervals[attempts - 1] * 1000)
+        partitions = self._partitions.get(topic) if self._transaction is None else None
+        route = (topic, delay_ms, partitions)
+        if partitions is not None:
+            self._routes[main_topic, attempts, final] = route
+        return route
+
+    def _resend(self, failure: Failure) -> Coroutine[Any, Any, None]:
+        return self.dead_letter(failure) if failure.final else self.schedule(failure)
+
     async def _send(
         self, topic: str, failure: Failure, due_at: int, *, give_up_if_too_large: bool = False
     ) -> None:
         message = failure.message
-        headers = with_provenance(producible_headers(message.headers), failure.provenance(due_at))
+        headers = failure.carried_headers(due_at)
         backoff = _BACKOFF_FIRST
         alone = False
         while True:
             try:
-                delivery = await self._produce(topic, message, headers, alone=alone)
-                await delivery
+                await self._produce(topic, message, headers, alone=alone)
                 return
             except BatchTooLarge:
                 # Refused with others: only on its own does the broker say whether
@@ -189,9 +256,9 @@ class KafkaForwarder:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def _produce(
-        self, topic: str, message: Message, headers: list[Header], *, alone: bool
-    ) -> Any:
-        """Start sending one record; return the future of its acknowledgement."""
+        self, topic: str, message: Message, headers: Sequence[Header], *, alone: bool
+    ) -> None:
+        """Send one record; return once it is acknowledged."""
         timestamp = message.timestamp if message.timestamp >= 0 else None
         partitions = self._partitions.get(topic)
         if partitions is None:
@@ -199,14 +266,16 @@ class KafkaForwarder:
             self._partitions[topic] = partitions
         partition = partition_for(message.key, message.partition, partitions)
         if not alone:
-            delivery = self._batches.add(
+            batch = self._batches.add(
                 (topic, partition), message.key, message.value, timestamp, headers
             )
-            if delivery is not None:
-                return delivery
+            if batch is not None:
+                # Shielded: the receipt is shared; cancelling this send must not cancel it.
+                await asyncio.shield(batch.receipt)
+                return
         # A batch of its own, which also takes a record without key and value
         # (aiokafka's send() refuses those; Kafka and other clients do not).
-        batch = self._producer.create_batch()
-        batch.append(key=message.key, value=message.value, timestamp=timestamp, headers=headers)
-        batch.close()
-        return await self._producer.send_batch(batch, topic, partition=partition)
+        single = self._producer.create_batch()
+        single.append(key=message.key, value=message.value, timestamp=timestamp, headers=headers)
+        single.close()
+        await (await self._producer.send_batch(single, topic, partition=partition))

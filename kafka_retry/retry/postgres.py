@@ -30,11 +30,13 @@ leads its key (see ``_pg_order.py`` and :attr:`Statements.claim`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import socket
-from typing import TypeAlias
+from collections.abc import Coroutine
+from typing import Any, TypeAlias
 
 import asyncpg
 import attrs
@@ -62,6 +64,7 @@ from kafka_retry.retry._pg_rows import (
 )
 from kafka_retry.retry._pg_schema import migrate, template_names
 from kafka_retry.retry._pg_table import PgRows, RetryRows
+from kafka_retry.retry._tickets import Ticket
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.retry.table import RetryCounts, apply_migrations, counts, dead_lettered_count
 from kafka_retry.runtime.builder import TierBuilder
@@ -121,6 +124,31 @@ class PostgresStore:
         delay = self._intervals[failure.attempts - 1]
         due_ms = failure.failed_at + round(delay * 1000)
         await self._insert(failure, insert_params(failure, PENDING, due_ms, self._ordered))
+
+    def start(self, failure: Failure) -> asyncio.Future[None]:
+        """Start storing ``failure`` (pending row, or dead-lettered if final), without a task.
+
+        The row joins the group commit's open batch; the future returned is
+        shared with the other failures of the same source partition in that
+        batch and done once the transaction committed. A failed transaction
+        stores each of its failures again the ordinary way (with backoff).
+        """
+        if failure.final:
+            params = insert_params(failure, DEAD_LETTERED, failure.failed_at, self._ordered)
+        else:
+            due_ms = failure.failed_at + round(self._intervals[failure.attempts - 1] * 1000)
+            params = insert_params(failure, PENDING, due_ms, self._ordered)
+        batch = self._commits.add(params)
+        message = failure.message
+        source = (message.topic, message.partition)
+        ticket = batch.tickets.get(source)
+        if ticket is None or ticket.future.done():  # done: given up by a stopped worker
+            ticket = batch.tickets[source] = Ticket(batch.receipt, self._resend)
+        ticket.failures.append(failure)
+        return ticket.future
+
+    def _resend(self, failure: Failure) -> Coroutine[Any, Any, None]:
+        return self.dead_letter(failure) if failure.final else self.schedule(failure)
 
     async def dead_letter(self, failure: Failure) -> None:
         """Insert a dead-lettered row."""

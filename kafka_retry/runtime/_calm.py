@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import attrs
+
+from kafka_retry.message import Message
 
 __all__ = ["FailureLog"]
 
@@ -45,23 +46,26 @@ class FailureLog:
         self._interval = interval
         self._quiet: dict[tuple[str, str], _Quiet] = {}
 
-    def failed(self, text: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
-        """Log one failure: ``text % args``, with ``extra`` fields on the record.
+    def failed(
+        self, message: Message, tier: str, error_type: str, error_message: str, final: bool
+    ) -> None:
+        """Log the failure of ``message`` in ``tier``: in full, or counted for the next summary.
 
-        ``extra`` must hold ``main_topic``, ``error_type``, ``error_message`` and ``tier``.
+        A failure logged at DEBUG only costs its formatting when DEBUG is on.
         """
-        key = (extra["main_topic"], extra["error_type"])
+        key = (message.main_topic, error_type)
         quiet = self._quiet.get(key)
         if quiet is None:
             quiet = self._quiet[key] = _Quiet()
         quiet.seen += 1
         if quiet.seen <= self._first:
-            log.warning(text, *args, extra=extra)
+            _log_failure(logging.WARNING, message, tier, error_type, error_message, final)
             return
-        log.debug(text, *args, extra=extra)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_failure(logging.DEBUG, message, tier, error_type, error_message, final)
         quiet.count += 1
-        quiet.tiers.add(extra["tier"])
-        quiet.latest = extra["error_message"]
+        quiet.tiers.add(tier)
+        quiet.latest = error_message
         if quiet.timer is None:
             loop = asyncio.get_running_loop()
             quiet.timer = loop.call_later(self._interval, self._summarise, key)
@@ -104,3 +108,29 @@ class FailureLog:
             if after is not None and after.timer is not None:
                 after.timer.cancel()
                 after.timer = None
+
+
+def _log_failure(
+    level: int, message: Message, tier: str, error_type: str, error_message: str, final: bool
+) -> None:
+    log.log(
+        level,
+        "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        message.attempt,
+        error_type,
+        error_message,
+        "dead letter" if final else f"retry {message.attempt}",
+        extra={
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "attempt": message.attempt,
+            "tier": tier,
+            "main_topic": message.main_topic,
+            "error_type": error_type,
+            "error_message": error_message,
+        },
+    )

@@ -114,8 +114,9 @@ class BatchPartitionWorker(PartitionWorker):
         if errors is not None:
             for message, error in zip(messages, errors, strict=True):
                 if error is not None:
-                    handoff = dispatcher.route(dispatcher.failure(message, error))
-                    await self._track(message.offset, handoff)
+                    if self._unsettled >= self._max_pending:
+                        await self._room()
+                    self._track(message.offset, dispatcher.hand_off(message, error))
         self._upto = records[-1].offset + 1
         self._budget -= len(records)
         if self._budget <= 0:

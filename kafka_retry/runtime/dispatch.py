@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kafka_retry._batch import BatchHandler
 from kafka_retry._clock import Clock
@@ -15,6 +15,7 @@ from kafka_retry.config import Config
 from kafka_retry.errors import BatchFailed, NonRetryableError
 from kafka_retry.message import Message, decode_provenance, split_headers
 from kafka_retry.retry.base import (
+    BatchedHandOffs,
     DeadLetterSink,
     Failure,
     KeyOrder,
@@ -115,6 +116,9 @@ class Dispatcher:
         self._attempt = attempt
         self._retry = retry
         self._dead_letters = dead_letters
+        self._start = None
+        if isinstance(retry, BatchedHandOffs) and retry is cast(object, dead_letters):
+            self._start = retry.start
         self._clock = clock
         self._timeout = config.handler_timeout
         self._exhausted = attempt > len(config.retry_intervals)
@@ -220,7 +224,9 @@ class Dispatcher:
         handler = self._handlers[topic]
         succeeded = self.observer.success_recorder(self.tier, topic)
         timeout = self._timeout
-        caught = self.caught
+        failed = self.observer.handler_duration
+        escalate = self.escalate
+        tier = self.tier
 
         async def call(message: Message) -> BaseException | None:
             scope: asyncio.Timeout | None = None
@@ -236,8 +242,11 @@ class Dispatcher:
                 if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
                     # Only an expired scope is our timeout; a handler's own
                     # TimeoutError (say, from its HTTP client) is reported as itself.
-                    return caught(_timed_out(timeout, exc), topic, started)
-                return caught(exc, topic, started)
+                    exc = _timed_out(timeout, exc)
+                elif not isinstance(exc, Exception):  # the common case skips the call
+                    escalate(exc)
+                failed(tier, topic, perf_counter() - started)
+                return exc
             finally:
                 self.running -= 1
             succeeded(perf_counter() - started)
@@ -291,12 +300,6 @@ class Dispatcher:
 
         return call if self.key_order is None else self.key_order.wrap_batch(call)
 
-    def caught(self, error: BaseException, topic: str, started: float) -> BaseException:
-        """Classify what a handler raised: return it as a failure, or re-raise it (see escalate)."""
-        self.escalate(error)
-        self.observer.handler_duration(self.tier, topic, perf_counter() - started)
-        return error
-
     @staticmethod
     def escalate(error: BaseException) -> None:
         """Re-raise what a handler raised if it must end the consumer; return for a failure.
@@ -324,28 +327,7 @@ class Dispatcher:
         error_type, error_message = describe_error(error, self._config.error_max_length)
         final = self.is_final(error)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
-        self._failure_log.failed(
-            "handler failed for %s[%d]@%d attempt %d: %s: %s -> %s",
-            (
-                message.topic,
-                message.partition,
-                message.offset,
-                message.attempt,
-                error_type,
-                error_message,
-                "dead letter" if final else f"retry {message.attempt}",
-            ),
-            {
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "attempt": message.attempt,
-                "tier": self.tier,
-                "main_topic": message.main_topic,
-                "error_type": error_type,
-                "error_message": error_message,
-            },
-        )
+        self._failure_log.failed(message, self.tier, error_type, error_message, final)
         return Failure(
             message=message,
             error_type=error_type,
@@ -369,6 +351,20 @@ class Dispatcher:
         if self.key_order is not None:
             return self.key_order.routed(failure, handoff)
         return handoff
+
+    def hand_off(self, message: Message, error: BaseException) -> asyncio.Future[None]:
+        """Describe (and log) ``message``'s failure and start its hand-off.
+
+        The future is done once the failure is stored for sure. A backend that
+        batches (:class:`~kafka_retry.retry.base.BatchedHandOffs`) takes it
+        without a task of its own, a storm's hot path; with tracing or ordered
+        retries, which wrap the hand-off, it runs as a task of :meth:`route`.
+        """
+        failure = self.failure(message, error)
+        start = self._start
+        if start is not None and self._tracing is None and self.key_order is None:
+            return start(failure)
+        return asyncio.ensure_future(self.route(failure))
 
     def assigned(self, topic: str, partition: int) -> None:
         """This tier took ``partition`` of ``topic`` (a new worker starts on it)."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
@@ -43,9 +42,13 @@ class PartitionWorker(Feed):
         self._dispatcher = dispatcher
         self._max_pending = max_pending
         self._on_drained = on_drained
-        self._handoffs: set[asyncio.Task[None]] = set()
+        # Hand-offs not yet stored: each one's future and the slots it settles
+        # (failures that ride one batch share a future: see retry/_tickets.py).
+        self._handoffs: dict[asyncio.Future[None], list[Slot]] = {}
+        #: Failures whose hand-off is not stored yet.
+        self._unsettled = 0
         # Set when a hand-off ends: waiting on it is O(1), where asyncio.wait on
-        # max_pending tasks registers and removes a callback on every one of them.
+        # max_pending futures registers and removes a callback on every one of them.
         self._handoff_ended = asyncio.Event()
         self._error: BaseException | None = None
 
@@ -55,6 +58,8 @@ class PartitionWorker(Feed):
         tp = self.tp
         # One partition of one topic: its handler call is fixed.
         invoke = dispatcher.caller(dispatcher.main_topic_of(tp.topic))
+        hand_off = dispatcher.hand_off
+        max_pending = self._max_pending
         partition = tp.partition
         while not self._closing:
             self._raise_handoff_error()
@@ -76,9 +81,9 @@ class PartitionWorker(Feed):
                     )  # fmt: skip
                     error = await invoke(message)
                     if error is not None:
-                        await self._track(
-                            offset, dispatcher.route(dispatcher.failure(message, error))
-                        )
+                        if self._unsettled >= max_pending:
+                            await self._room()
+                        self._track(offset, hand_off(message, error))
                     self._upto = offset + 1
                     budget -= 1
                     if not budget:
@@ -91,30 +96,39 @@ class PartitionWorker(Feed):
             self._raise_handoff_error()
             self._on_drained(tp)
 
-    async def _track(self, offset: int, handoff: Coroutine[Any, Any, None]) -> None:
-        self._raise_handoff_error()
-        while len(self._handoffs) >= self._max_pending:
+    async def _room(self) -> None:
+        """Wait until fewer than ``max_pending`` failures wait for their hand-off."""
+        while self._unsettled >= self._max_pending:
             self._handoff_ended.clear()
             await self._handoff_ended.wait()
             self._raise_handoff_error()
+
+    def _track(self, offset: int, handoff: asyncio.Future[None]) -> None:
+        """Hold ``offset`` undone until ``handoff`` (its failure's hand-off) is stored."""
+        self._raise_handoff_error()
         slot = Slot(offset)
         self._slots.append(slot)
-        task = asyncio.create_task(handoff)
-        self._handoffs.add(task)
+        self._unsettled += 1
+        riders = self._handoffs.get(handoff)
+        if riders is None:
+            self._handoffs[handoff] = [slot]
+            handoff.add_done_callback(self._settled)
+        else:
+            riders.append(slot)
 
-        def finished(task: asyncio.Task[None]) -> None:
-            self._handoffs.discard(task)
-            self._handoff_ended.set()
-            if task.cancelled():
-                return
-            error = task.exception()
-            if error is None:
+    def _settled(self, handoff: asyncio.Future[None]) -> None:
+        slots = self._handoffs.pop(handoff)
+        self._unsettled -= len(slots)
+        self._handoff_ended.set()
+        if handoff.cancelled():
+            return
+        error = handoff.exception()
+        if error is None:
+            for slot in slots:
                 slot.done = True
-            elif self._error is None:
-                self._error = error
-                self._wakeup.set()  # an idle worker must not sit on it: the partition would stall
-
-        task.add_done_callback(finished)
+        elif self._error is None:
+            self._error = error
+            self._wakeup.set()  # an idle worker must not sit on it: the partition would stall
 
     def _raise_handoff_error(self) -> None:
         if self._error is not None:
@@ -134,7 +148,7 @@ class PartitionWorker(Feed):
             # The record being handled may still fail and start one more hand-off,
             # which must be waited for too: else it is redelivered (and duplicated).
             await asyncio.wait({self._task}, timeout=drain_timeout)
-        pending: set[asyncio.Task[None]] = set(self._handoffs)
+        pending: set[asyncio.Future[None]] = set(self._handoffs)
         if self._task is not None:
             pending.add(self._task)
         if pending:
