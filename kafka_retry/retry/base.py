@@ -9,7 +9,6 @@ it gets and hands the main tier's failures to its ``retry`` and ``dead_letters``
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
@@ -53,14 +52,21 @@ def describe_error(error: BaseException, max_length: int) -> tuple[str, str]:
     return name, text
 
 
-@functools.lru_cache(maxsize=256)
+#: Qualified names of the exception types seen: a storm fails with the same few.
+_TYPE_NAMES: dict[type, str] = {}
+
+
 def _type_name(kind: type) -> str:
-    # A storm fails with the same few types, a hundred thousand times a second.
-    return (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
+    name = _TYPE_NAMES.get(kind)
+    if name is None:
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        if len(_TYPE_NAMES) < 1024:  # classes made on the fly must not grow it forever
+            _TYPE_NAMES[kind] = name
+    return name
 
 
 @attrs.frozen(slots=False)  # a dict class: attrs then sets fields in __init__ ~35% faster
