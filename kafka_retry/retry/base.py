@@ -97,16 +97,22 @@ class Failure:
         """Attempts made so far, this one included."""
         return self.message.attempt
 
-    def provenance(self, due_at: int) -> Provenance:
-        """Provenance for the record that carries this failure on."""
+    def original(self) -> tuple[str, int, int, int]:
+        """Topic, partition, offset and timestamp of the record first consumed (attempt 1)."""
         message = self.message
         previous = message.provenance
         if previous is not None:
-            topic, partition = previous.original_topic, previous.original_partition
-            offset, timestamp = previous.original_offset, previous.original_timestamp
-        else:
-            topic, partition = message.topic, message.partition
-            offset, timestamp = message.offset, message.timestamp
+            return (
+                previous.original_topic,
+                previous.original_partition,
+                previous.original_offset,
+                previous.original_timestamp,
+            )
+        return message.topic, message.partition, message.offset, message.timestamp
+
+    def provenance(self, due_at: int) -> Provenance:
+        """Provenance for the record that carries this failure on."""
+        topic, partition, offset, timestamp = self.original()
         return Provenance(
             attempts=self.attempts,
             original_topic=topic,
@@ -128,13 +134,7 @@ class Failure:
         gives, without the Provenance in between.
         """
         message = self.message
-        previous = message.provenance
-        if previous is not None:
-            topic, partition = previous.original_topic, previous.original_partition
-            offset, timestamp = previous.original_offset, previous.original_timestamp
-        else:
-            topic, partition = message.topic, message.partition
-            offset, timestamp = message.offset, message.timestamp
+        topic, partition, offset, timestamp = self.original()
         ours = provenance_headers(
             message.attempt,
             topic,

@@ -16,6 +16,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from kafka_retry._clock import Cancellable, Clock
 from kafka_retry.config import CircuitBreaker
@@ -125,6 +126,10 @@ class Breaker:
         self._probing = False
         self._changed.set()
 
+    def holds(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` waits here to start a call (it has not called its handler)."""
+        return task in self._waiting
+
     def cancel_waiting(self) -> None:
         """Cancel the tasks waiting to start a call: at shutdown, their records are redelivered."""
         for task in list(self._waiting):
@@ -196,6 +201,10 @@ class Breakers:
     def states(self) -> dict[str, str]:
         """Each topic's state by name (``closed``, ``open``, ``half_open``), for health."""
         return {topic: b.state.name.lower() for topic, b in sorted(self.by_topic.items())}
+
+    def holds(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` waits at one of the breakers to start a call."""
+        return any(breaker.holds(task) for breaker in self.by_topic.values())
 
     def cancel_waiting(self) -> None:
         """Cancel every task waiting at a breaker (the consumer is stopping)."""

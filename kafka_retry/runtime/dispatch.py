@@ -216,6 +216,10 @@ class Dispatcher:
         self._callers[topic] = call
         return call
 
+    def held_at_breaker(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` waits at a circuit breaker to start a handler call."""
+        return self._breakers.holds(task)
+
     def retryable(self, error: BaseException) -> bool:
         """Whether a handler's ``error`` may be retried (in place or in a later tier)."""
         return not isinstance(error, self._non_retryable)

@@ -145,6 +145,10 @@ class PartitionWorker(Feed):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout
         if self._task is not None:
+            if self._dispatcher.held_at_breaker(self._task):
+                # Its record waits for an open breaker: no handler runs, nothing
+                # is to be waited for. It is redelivered to the next owner.
+                self._task.cancel()
             # The record being handled may still fail and start one more hand-off,
             # which must be waited for too: else it is redelivered (and duplicated).
             await asyncio.wait({self._task}, timeout=drain_timeout)
@@ -157,7 +161,9 @@ class PartitionWorker(Feed):
             for task in late:
                 task.cancel()
             if late:
-                log.warning("%s: %d task(s) cancelled at drain timeout", self.tp, len(late))
+                log.warning(
+                    "%s: %d hand-off(s) or call(s) cancelled at drain timeout", self.tp, len(late)
+                )
                 await asyncio.wait(late)
         self.buffered = 0
 

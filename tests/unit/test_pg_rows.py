@@ -55,7 +55,7 @@ def test_headers_round_trip_byte_exact() -> None:
 
 def test_no_headers_round_trip() -> None:
     """An empty header list is two empty arrays, and back (NULL arrays read as empty)."""
-    assert encode_headers(()) == ([], [])
+    assert encode_headers(()) == ((), ())
     assert decode_headers([], []) == ()
     assert decode_headers(None, None) == ()
 
