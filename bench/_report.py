@@ -199,8 +199,30 @@ def _memory_rows() -> list[Row]:
     return rows
 
 
+def _storm_rows() -> list[Row]:
+    section = "Failure storm: every call fails, retry_intervals=[3600]"
+    return [
+        Row(
+            section,
+            "success path (same consumer)",
+            scenario("storm-success-kafka"),
+            "rate",
+            "msg/s",
+        ),
+        Row(section, "hand-offs to retry1, acknowledged", scenario("storm-kafka"), "rate", "msg/s"),
+        Row(
+            section,
+            "hand-offs to the table, committed",
+            scenario("storm-postgres"),
+            "rate",
+            "rows/s",
+        ),
+    ]
+
+
 ROWS: list[Row] = [
     *_rate_rows(),
+    *_storm_rows(),
     *_retry_rows(),
     *_exactly_once_rows(),
     *_latency_rows(),
@@ -274,6 +296,18 @@ RATIOS: list[Ratio] = [
         "kafka-retry-exactly-once",
         "kafka-retry-metrics-off",
         0.5,
+    ),
+    Ratio(
+        "storm: hand-offs to retry topics / success path (issue #18)",
+        "storm-kafka",
+        "storm-success-kafka",
+        0.5,
+    ),
+    Ratio(
+        "storm: hand-offs to the retry table / success path (issue #18)",
+        "storm-postgres",
+        "storm-success-postgres",
+        0.3,
     ),
 ]
 

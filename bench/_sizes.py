@@ -32,6 +32,8 @@ class Sizes:
     memory_orderings: tuple[str, ...] = ("partition", "key")
     memory_large_records: int = 6_400
     memory_large_seconds: float = 20.0
+    storm_messages: int = 100_000
+    storm_rows: int = 50_000
 
 
 QUICK = Sizes(
@@ -48,6 +50,8 @@ QUICK = Sizes(
     ordering_partition_seconds=2.0,
     memory_backlog=100_000,
     memory_seconds=10.0,
+    storm_messages=5_000,
+    storm_rows=5_000,
     memory_orderings=("partition",),
     memory_large_records=1_280,
     memory_large_seconds=8.0,

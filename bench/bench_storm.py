@@ -138,6 +138,12 @@ async def measure(broker: Broker, topic: str, args: Any) -> dict[str, Any]:
         success = await success_rate(broker, topic, args.messages, args.backend, database)
         storm = await storm_rate(broker, topic, args, database)
         rounds.append({"success": success, "storm": storm, "ratio": storm / success})
+        # One result per rate and round: bench.run's report takes the ratio round by round.
+        for name, rate in (
+            (f"storm-success-{args.backend}", success),
+            (f"storm-{args.backend}", storm),
+        ):
+            emit({"scenario": name, "broker": broker.kind, "rate": round(rate), "round": number})
         print(
             f"round {number}: success {success:,.0f}/s, storm ({args.backend}) {storm:,.0f}/s,"
             f" ratio {storm / success:.2f}"

@@ -49,6 +49,7 @@ SCENARIOS = (
     "ordering",
     "memory",
     "profile",
+    "storm",
 )
 RESULTS = Path(__file__).parent / "results"
 
@@ -204,6 +205,18 @@ def exactly_once(runner: Runner, sizes: Sizes, runs: int) -> None:
         runner.run("bench_retry_tier", *retry, "--exactly-once", round=round_)
 
 
+def storm(runner: Runner, sizes: Sizes, runs: int, database_url: str | None) -> None:
+    """Every call fails: hand-offs per second against the same consumer's success path.
+
+    Kafka backend always; the PostgreSQL backend when there is a database.
+    """
+    rounds = ["--rounds", str(runs)]
+    runner.run("bench_storm", "--messages", str(sizes.storm_messages), *rounds)
+    if database_url:
+        table = ["--backend", "postgres", "--database-url", database_url]
+        runner.run("bench_storm", "--messages", str(sizes.storm_rows), *table, *rounds)
+
+
 def run_broker(
     runner: Runner, args: argparse.Namespace, sizes: Sizes, database_url: str | None
 ) -> None:
@@ -225,6 +238,8 @@ def run_broker(
         scaling(runner, sizes, runs)
     if "ordering" in wanted:
         ordering(runner, sizes, runs)
+    if "storm" in wanted:
+        storm(runner, sizes, runs, database_url)
     if "memory" in wanted and (runner.kind == args.memory_broker or args.broker != "both"):
         memory(runner, sizes)
 
@@ -288,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _wants_postgres(args: argparse.Namespace) -> bool:
-    return "postgres" in set(args.only or SCENARIOS) - set(args.skip or ())
+    return bool({"postgres", "storm"} & (set(args.only or SCENARIOS) - set(args.skip or ())))
 
 
 def write_reports(

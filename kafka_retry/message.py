@@ -90,9 +90,16 @@ class Provenance:
 
 
 @functools.lru_cache(maxsize=1024)
-def _utf8(text: str) -> bytes:
-    # Topics, groups and error types repeat for every failure of a storm.
-    return text.encode("utf-8", "replace")
+def _text_header(name: str, text: str) -> tuple[str, bytes]:
+    # Topics, groups, error types and texts repeat for every failure of a storm:
+    # the same header, not a new one per failure.
+    return name, text.encode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=1024)
+def _number_header(name: str, number: int) -> tuple[str, bytes]:
+    # Attempts, partitions and the milliseconds of failed-at / due-at repeat too.
+    return name, b"%d" % number
 
 
 def provenance_headers(
@@ -114,16 +121,16 @@ def provenance_headers(
     Provenance: a failure storm encodes one set per failure.
     """
     headers = [
-        (H_ATTEMPTS, b"%d" % attempts),
-        (H_TOPIC, _utf8(original_topic)),
-        (H_PARTITION, b"%d" % original_partition),
+        _number_header(H_ATTEMPTS, attempts),
+        _text_header(H_TOPIC, original_topic),
+        _number_header(H_PARTITION, original_partition),
         (H_OFFSET, b"%d" % original_offset),
         (H_TIMESTAMP, b"%d" % original_timestamp),
-        (H_GROUP, _utf8(group)),
-        (H_FAILED_AT, b"%d" % failed_at),
-        (H_DUE_AT, b"%d" % due_at),
-        (H_ERROR_TYPE, _utf8(error_type)),
-        (H_ERROR_MESSAGE, _utf8(error_message)),
+        _text_header(H_GROUP, group),
+        _number_header(H_FAILED_AT, failed_at),
+        _number_header(H_DUE_AT, due_at),
+        _text_header(H_ERROR_TYPE, error_type),
+        _text_header(H_ERROR_MESSAGE, error_message),
     ]
     if span is not None:
         headers.append((H_SPAN, span.encode("ascii")))
