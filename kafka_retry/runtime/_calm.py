@@ -10,11 +10,12 @@ interval without failures ends the storm: the next failure is logged in full.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from functools import partial
 
 import attrs
 
+from kafka_retry._clock import Cancellable, Clock, SystemClock
 from kafka_retry.message import Message
 
 __all__ = ["FailureLog"]
@@ -30,7 +31,7 @@ class _Quiet:
     count: int = 0
     tiers: set[str] = attrs.field(factory=set)
     latest: str = ""
-    timer: asyncio.TimerHandle | None = None
+    timer: Cancellable | None = None
 
 
 class FailureLog:
@@ -39,11 +40,13 @@ class FailureLog:
     Args:
         first: Failures per (topic, error type) logged in full.
         interval: Seconds between two summary lines of one (topic, error type).
+        clock: Runs the summary timers (the consumer's clock).
     """
 
-    def __init__(self, first: int, interval: float) -> None:
+    def __init__(self, first: int, interval: float, clock: Clock | None = None) -> None:
         self._first = first
         self._interval = interval
+        self._clock: Clock = clock or SystemClock()
         self._quiet: dict[tuple[str, str], _Quiet] = {}
 
     def failed(
@@ -67,8 +70,7 @@ class FailureLog:
         quiet.tiers.add(tier)
         quiet.latest = error_message
         if quiet.timer is None:
-            loop = asyncio.get_running_loop()
-            quiet.timer = loop.call_later(self._interval, self._summarise, key)
+            quiet.timer = self._clock.call_later(self._interval, partial(self._summarise, key))
 
     def _summarise(self, key: tuple[str, str]) -> None:
         quiet = self._quiet[key]
@@ -95,8 +97,7 @@ class FailureLog:
         )
         quiet.count = 0
         quiet.tiers.clear()
-        loop = asyncio.get_running_loop()
-        quiet.timer = loop.call_later(self._interval, self._summarise, key)
+        quiet.timer = self._clock.call_later(self._interval, partial(self._summarise, key))
 
     def flush(self) -> None:
         """Write the pending summaries now (the consumer is stopping)."""

@@ -287,7 +287,9 @@ class Consumer:
                 # With exactly_once each tier hands off on its own transactional producer.
                 producer = await _kafka.start_producer(config, self._transport)
                 stack.push_async_callback(producer.stop)
-            failure_log = FailureLog(config.log_first_failures, config.log_summary_interval)
+            failure_log = FailureLog(
+                config.log_first_failures, config.log_summary_interval, self._clock
+            )
             stack.callback(failure_log.flush)
             stack.callback(self._breakers.stop)
             builder = TierBuilder(

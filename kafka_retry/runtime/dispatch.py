@@ -104,7 +104,7 @@ class Dispatcher:
         self._batch_handlers = batch_handlers or {}
         self._breakers = breakers or Breakers(None, (), clock)
         self._failure_log = failure_log or FailureLog(
-            config.log_first_failures, config.log_summary_interval
+            config.log_first_failures, config.log_summary_interval, clock
         )
         self.observer: Observer = observer or NullObserver()
         self.tier = tier
