@@ -50,11 +50,18 @@ class FailureLog:
         self._quiet: dict[tuple[str, str], _Quiet] = {}
 
     def failed(
-        self, message: Message, tier: str, error_type: str, error_message: str, final: bool
+        self,
+        message: Message,
+        tier: str,
+        error: BaseException,
+        error_type: str,
+        error_message: str,
+        final: bool,
     ) -> None:
         """Log the failure of ``message`` in ``tier``: in full, or counted for the next summary.
 
-        A failure logged at DEBUG only costs its formatting when DEBUG is on.
+        In full is with the traceback of ``error``; the DEBUG line of a later
+        failure is one line, and costs its formatting only when DEBUG is on.
         """
         key = (message.main_topic, error_type)
         quiet = self._quiet.get(key)
@@ -62,7 +69,7 @@ class FailureLog:
             quiet = self._quiet[key] = _Quiet()
         quiet.seen += 1
         if quiet.seen <= self._first:
-            _log_failure(logging.WARNING, message, tier, error_type, error_message, final)
+            _log_failure(logging.WARNING, message, tier, error_type, error_message, final, error)
             return
         if log.isEnabledFor(logging.DEBUG):
             _log_failure(logging.DEBUG, message, tier, error_type, error_message, final)
@@ -112,7 +119,13 @@ class FailureLog:
 
 
 def _log_failure(
-    level: int, message: Message, tier: str, error_type: str, error_message: str, final: bool
+    level: int,
+    message: Message,
+    tier: str,
+    error_type: str,
+    error_message: str,
+    final: bool,
+    error: BaseException | None = None,
 ) -> None:
     log.log(
         level,
@@ -124,6 +137,7 @@ def _log_failure(
         error_type,
         error_message,
         "dead letter" if final else f"retry {message.attempt}",
+        exc_info=error,
         extra={
             "topic": message.topic,
             "partition": message.partition,

@@ -331,7 +331,7 @@ class Dispatcher:
         error_type, error_message = describe_error(error, self._config.error_max_length)
         final = self.is_final(error)
         self.observer.handled(self.tier, message.main_topic, "dead_letter" if final else "retry")
-        self._failure_log.failed(message, self.tier, error_type, error_message, final)
+        self._failure_log.failed(message, self.tier, error, error_type, error_message, final)
         return Failure(
             message=message,
             error_type=error_type,

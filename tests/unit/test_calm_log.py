@@ -12,6 +12,10 @@ from kafka_retry.runtime._calm import FailureLog
 from kafka_retry.testing import VirtualClock
 
 
+class Down(Exception):
+    """The downstream is down."""
+
+
 def message(offset: int) -> Message:
     return Message("orders", 0, offset, None, b"v", (), 0, "orders")
 
@@ -26,7 +30,7 @@ async def test_summaries_follow_the_injected_clock(caplog: pytest.LogCaptureFixt
     failures = FailureLog(2, 10.0, clock)
     caplog.set_level(logging.DEBUG, logger="kafka_retry")
     for offset in range(5):
-        failures.failed(message(offset), "main", "app.Down", "down", False)
+        failures.failed(message(offset), "main", Down("down"), "app.Down", "down", False)
     assert len(warnings(caplog)) == 2
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert len(debug) == 3  # every failure past the first ones is still at DEBUG
@@ -48,8 +52,28 @@ async def test_debug_lines_cost_nothing_when_debug_is_off(
     failures = FailureLog(1, 10.0, clock)
     caplog.set_level(logging.INFO, logger="kafka_retry")
     for offset in range(4):
-        failures.failed(message(offset), "retry1", "app.Down", "down", True)
+        failures.failed(message(offset), "retry1", Down("down"), "app.Down", "down", True)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert caplog.records[0].getMessage().endswith("-> dead letter")
     failures.flush()
     assert warnings(caplog)[-1].startswith("3 more handler failures for orders")
+
+
+async def test_the_first_failures_are_logged_with_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In full means with the traceback: where the handler failed, not only what."""
+
+    def handler() -> None:
+        raise Down("the service is down")
+
+    try:
+        handler()
+    except Down as caught:
+        error = caught
+    failures = FailureLog(1, 10.0, VirtualClock())
+    caplog.set_level(logging.INFO, logger="kafka_retry")
+    failures.failed(message(0), "main", error, "app.Down", "the service is down", False)
+    [record] = caplog.records
+    assert record.exc_info is not None and record.exc_info[1] is error
+    assert "in handler" in caplog.text  # the frame that raised
