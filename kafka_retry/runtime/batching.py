@@ -104,12 +104,7 @@ class BatchPartitionWorker(PartitionWorker):
 
     async def _handle(self, call: BatchCall, records: list[ConsumerRecord]) -> None:
         dispatcher = self._dispatcher
-        make_message = dispatcher.message
-        partition = self.tp.partition
-        messages = [
-            make_message(r.topic, partition, r.offset, r.key, r.value, r.headers, r.timestamp)
-            for r in records
-        ]
+        messages = dispatcher.messages(self.tp.topic, self.tp.partition, records)
         errors = await call(messages)
         if errors is not None:
             for message, error in zip(messages, errors, strict=True):
