@@ -131,47 +131,58 @@ class Message:
 
 
 class _Plain:
-    """Sets a Message's fields as a plain class does, then becomes a Message.
+    """What :func:`plain_message` sets a Message's fields on before it becomes a Message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+    timestamp: int
+    main_topic: str
+    attempt: int
+    provenance: Provenance | None
+    blocking_attempt: int
+
+
+_new = object.__new__
+
+
+def plain_message(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    timestamp: int,
+    main_topic: str,
+    attempt: int,
+) -> Message:
+    """``Message(topic, partition, offset, key, value, (), timestamp, main_topic, attempt)``.
 
     What attrs' ``__init__`` builds (Message has no defaults to compute, no
-    validators or converters), in two thirds of the time: a frozen class's attributes go
-    through its dictionary one item at a time, while a plain class's
-    ``__init__`` stores them with the interpreter's fastest instruction.
-    Assigning ``__class__`` is what Python allows between classes of one
-    layout; the instance is then a Message like any other (frozen, equal and
-    hashable alike).
+    validators or converters), in two thirds of the time: the main tier makes
+    one per record without headers. A frozen class's fields go through its
+    attribute dictionary one item at a time; a plain class's are stored with
+    the interpreter's fastest instruction. Assigning ``__class__`` is what
+    Python allows between classes of one layout: the instance is then a
+    Message like any other (frozen, equal and hashable alike).
     """
-
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp: int,
-        main_topic: str,
-        attempt: int,
-    ) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.key = key
-        self.value = value
-        self.headers = ()
-        self.timestamp = timestamp
-        self.main_topic = main_topic
-        self.attempt = attempt
-        self.provenance = None
-        self.blocking_attempt = 1
-        self.__class__ = Message  # type: ignore[assignment]
-
-
-#: ``plain_message(topic, partition, offset, key, value, timestamp, main_topic, attempt)``:
-#: ``Message(topic, partition, offset, key, value, (), timestamp, main_topic, attempt)``,
-#: faster (see :class:`_Plain`); the main tier makes one per record without headers.
-plain_message: Callable[[str, int, int, bytes | None, bytes | None, int, str, int], Message]
-plain_message = _Plain  # type: ignore[assignment]
+    message = _new(_Plain)
+    message.topic = topic
+    message.partition = partition
+    message.offset = offset
+    message.key = key
+    message.value = value
+    message.headers = ()
+    message.timestamp = timestamp
+    message.main_topic = main_topic
+    message.attempt = attempt
+    message.provenance = None
+    message.blocking_attempt = 1
+    message.__class__ = Message  # type: ignore[assignment]
+    return message  # type: ignore[return-value]
 
 
 def plain_messages(
@@ -182,7 +193,7 @@ def plain_messages(
     attempt: int,
     with_headers: Callable[[Any], Message],
 ) -> list[Message]:
-    """The Messages of one partition's records, in order: :data:`plain_message` in one loop.
+    """The Messages of one partition's records, in order: :func:`plain_message` in one loop.
 
     ``records`` are aiokafka ``ConsumerRecord``s of ``topic``; those with
     headers are made by ``with_headers`` (which splits and decodes them).
