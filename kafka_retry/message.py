@@ -162,7 +162,7 @@ def plain_message(
     """``Message(topic, partition, offset, key, value, (), timestamp, main_topic, attempt)``.
 
     What attrs' ``__init__`` builds (Message has no defaults to compute, no
-    validators or converters), in two thirds of the time: the main tier makes
+    validators or converters), in about half the time: the main tier makes
     one per record without headers. A frozen class's fields go through its
     attribute dictionary one item at a time; a plain class's are stored with
     the interpreter's fastest instruction. Assigning ``__class__`` is what
