@@ -76,6 +76,7 @@ KAFKA_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
         "lenient_header_names",
         _bool("KAFKA_LENIENT_HEADER_NAMES"),
     ),
+    "KAFKA_TUNE_GC": ("tune_gc", _bool("KAFKA_TUNE_GC")),
     "KAFKA_MAX_IN_FLIGHT": ("max_in_flight", _number("KAFKA_MAX_IN_FLIGHT", int)),
     "KAFKA_MAX_RUN_AHEAD": ("max_run_ahead", _number("KAFKA_MAX_RUN_AHEAD", int)),
     "KAFKA_MAX_BUFFERED_BYTES": (

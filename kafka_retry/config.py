@@ -347,6 +347,7 @@ class Config:
         default="read_uncommitted"
     )
     lenient_header_names: bool = attrs.field(default=True, validator=_flag)
+    tune_gc: bool = attrs.field(default=True, validator=_flag)
     max_in_flight: int = attrs.field(default=1000)
     max_run_ahead: int = attrs.field(default=10_000)
     max_buffered_bytes: int = attrs.field(default=64 * 1024 * 1024)

@@ -9,7 +9,8 @@ Provenance read from a record is untrusted input: malformed fields are ignored.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -174,6 +175,83 @@ class Message:
             if header_name == name:
                 return value
         return None
+
+
+class _Plain:
+    """What :func:`plain_message` sets a Message's fields on before it becomes a Message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+    timestamp: int
+    main_topic: str
+    attempt: int
+    provenance: Provenance | None
+    blocking_attempt: int
+
+
+_new = object.__new__
+
+
+def plain_message(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    timestamp: int,
+    main_topic: str,
+    attempt: int,
+) -> Message:
+    """``Message(topic, partition, offset, key, value, (), timestamp, main_topic, attempt)``.
+
+    What attrs' ``__init__`` builds (Message has no defaults to compute, no
+    validators or converters), in about half the time: the main tier makes
+    one per record without headers. A frozen class's fields go through its
+    attribute dictionary one item at a time; a plain class's are stored with
+    the interpreter's fastest instruction. Assigning ``__class__`` is what
+    Python allows between classes of one layout: the instance is then a
+    Message like any other (frozen, equal and hashable alike).
+    """
+    message = _new(_Plain)
+    message.topic = topic
+    message.partition = partition
+    message.offset = offset
+    message.key = key
+    message.value = value
+    message.headers = ()
+    message.timestamp = timestamp
+    message.main_topic = main_topic
+    message.attempt = attempt
+    message.provenance = None
+    message.blocking_attempt = 1
+    message.__class__ = Message  # type: ignore[assignment]
+    return message  # type: ignore[return-value]
+
+
+def plain_messages(
+    records: Iterable[Any],
+    topic: str,
+    partition: int,
+    main_topic: str,
+    attempt: int,
+    with_headers: Callable[[Any], Message],
+) -> list[Message]:
+    """The Messages of one partition's records, in order: :func:`plain_message` in one loop.
+
+    ``records`` are aiokafka ``ConsumerRecord``s of ``topic``; those with
+    headers are made by ``with_headers`` (which splits and decodes them).
+    """
+    plain = plain_message
+    return [
+        plain(topic, partition, r.offset, r.key, r.value, r.timestamp, main_topic, attempt)
+        if not r.headers
+        else with_headers(r)
+        for r in records
+    ]
 
 
 def split_headers(headers: Iterable[Header]) -> tuple[tuple[Header, ...], dict[str, bytes]]:

@@ -49,6 +49,9 @@ class BatchPartitionWorker(PartitionWorker):
         self._max_size = spec.max_size
         self._max_wait = spec.max_wait
         self._budget = YIELD_EVERY
+        # Records of the oldest queued batch taken already: a fetch of thousands
+        # is cut into batches by position, not copied again at every cut.
+        self._head_taken = 0
 
     async def _run(self) -> None:
         dispatcher = self._dispatcher
@@ -76,7 +79,11 @@ class BatchPartitionWorker(PartitionWorker):
         deadline = self._clock.time() + self._max_wait
         while len(taken) < self._max_size and not self._closing:
             if self._batches:
-                taken.extend(self._take(self._max_size - len(taken)))
+                chunk = self._take(self._max_size - len(taken))
+                if taken:
+                    taken.extend(chunk)
+                else:
+                    taken = chunk
                 continue
             remaining = deadline - self._clock.time()
             if remaining <= 0:
@@ -96,20 +103,19 @@ class BatchPartitionWorker(PartitionWorker):
 
     def _take(self, count: int) -> list[ConsumerRecord]:
         """Up to ``count`` records from the oldest fetched batch; the rest stays queued first."""
-        head = self._batches.popleft()
-        if len(head) > count:
-            self._batches.appendleft(head[count:])
-            return head[:count]
-        return head
+        head = self._batches[0]
+        start = self._head_taken
+        end = start + count
+        if end < len(head):
+            self._head_taken = end
+            return head[start:end]
+        self._batches.popleft()
+        self._head_taken = 0
+        return head[start:] if start else head
 
     async def _handle(self, call: BatchCall, records: list[ConsumerRecord]) -> None:
         dispatcher = self._dispatcher
-        make_message = dispatcher.message
-        partition = self.tp.partition
-        messages = [
-            make_message(r.topic, partition, r.offset, r.key, r.value, r.headers, r.timestamp)
-            for r in records
-        ]
+        messages = dispatcher.messages(self.tp.topic, self.tp.partition, records)
         errors = await call(messages)
         if errors is not None:
             for message, error in zip(messages, errors, strict=True):

@@ -31,6 +31,7 @@ from kafka_retry.retry.base import Backend
 from kafka_retry.retry.kafka import KafkaBackend
 from kafka_retry.runtime import _lenient
 from kafka_retry.runtime._calm import FailureLog
+from kafka_retry.runtime._gc import GcTuning
 from kafka_retry.runtime.breaker import Breakers
 from kafka_retry.runtime.builder import TierBuilder
 from kafka_retry.runtime.dispatch import Handler, HandlerInterrupt
@@ -121,6 +122,7 @@ class Consumer:
         self._host: asyncio.Task[Any] | None = None
         self._cancelled_host = False
         self._exiting = False
+        self._gc = GcTuning()
 
     def __repr__(self) -> str:
         return f"<kafka_retry.Consumer group={self.config.group!r} state={self._state.value}>"
@@ -276,6 +278,7 @@ class Consumer:
         if config.lenient_header_names:
             _lenient.install()
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._gc.release)
             admin = await _kafka.start_admin(config, self._transport)
             stack.push_async_callback(admin.close)
             if config.create_topics:
@@ -382,6 +385,8 @@ class Consumer:
         await asyncio.gather(*(tier.ready.wait() for tier in tiers))
         if self._state is ConsumerState.STARTING:
             self._state = ConsumerState.RUNNING
+        if self.config.tune_gc:
+            self._gc.apply()  # now: what startup made is what it freezes
         self._ready.set()
         log.info("consumer %s ready: %d tier(s)", self.config.group, len(tiers))
 

@@ -13,7 +13,13 @@ from kafka_retry._clock import Clock
 from kafka_retry._observe import NullObserver, Observer
 from kafka_retry.config import Config
 from kafka_retry.errors import BatchFailed, NonRetryableError
-from kafka_retry.message import Message, decode_provenance, split_headers
+from kafka_retry.message import (
+    Message,
+    decode_provenance,
+    plain_message,
+    plain_messages,
+    split_headers,
+)
 from kafka_retry.retry.base import (
     BatchedHandOffs,
     DeadLetterSink,
@@ -146,11 +152,10 @@ class Dispatcher:
         timestamp: int,
     ) -> Message:
         """The Message a handler gets for a record of this tier."""
-        if not headers:  # the common case, kept cheap: positional, nothing to parse
-            return Message(
-                topic, partition, offset, key, value, (), timestamp, self._main_of[topic],
-                self._attempt, None,
-            )  # fmt: skip
+        if not headers:  # the common case, kept cheap: nothing to parse
+            return plain_message(
+                topic, partition, offset, key, value, timestamp, self._main_of[topic], self._attempt
+            )
         original, ours = split_headers(headers)
         provenance = decode_provenance(ours) if self._attempt > 1 and ours else None
         return Message(
@@ -165,6 +170,15 @@ class Dispatcher:
             attempt=self._attempt,
             provenance=provenance,
         )
+
+    def messages(self, topic: str, partition: int, records: list[Any]) -> list[Message]:
+        """:meth:`message` of each of one partition's records, in order, in one loop."""
+
+        def with_headers(r: Any) -> Message:
+            return self.message(topic, partition, r.offset, r.key, r.value, r.headers, r.timestamp)
+
+        main_topic = self._main_of[topic]
+        return plain_messages(records, topic, partition, main_topic, self._attempt, with_headers)
 
     async def run(self, message: Message) -> HandOff | None:
         """Run the handler; on failure return the (unstarted) hand-off, else None."""

@@ -265,6 +265,26 @@ async def test_the_done_prefix_waits_for_a_failed_message_hand_off() -> None:
     await worker.stop(1.0)
 
 
+async def test_fetched_lists_are_cut_into_batches_in_order_across_fetches() -> None:
+    """A fetch longer than max_size is cut in offset order; its rest joins the next fetch's head."""
+    seen: list[list[int]] = []
+    done = asyncio.Event()
+
+    async def on_events(messages: list[Message]) -> None:
+        seen.append(offsets(messages))
+        if messages[-1].offset == 12:
+            done.set()
+
+    worker = batch_worker(None, on_events, max_size=4)
+    worker.submit([record(n) for n in range(10)])
+    worker.submit([record(n) for n in range(10, 13)])
+    worker.start()
+    await done.wait()
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12]]
+    assert worker.position() == 13
+    await worker.stop(1.0)
+
+
 async def test_a_stop_while_a_batch_gathers_leaves_it_for_the_next_owner() -> None:
     """A partial batch still waiting for max_wait at the stop is neither handled nor committed."""
     consumer = Consumer(make_config())
