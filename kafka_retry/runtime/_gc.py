@@ -12,9 +12,11 @@ While at least one consumer of the process runs, :class:`GcTuning` therefore
 
 * freezes what exists when the consumer is ready (``gc.collect()`` then
   ``gc.freeze()``): full collections no longer traverse it. Frozen objects are
-  still freed by reference counting; only a cycle among them is never
-  collected. This is not undone at stop (another freeze, say a pre-fork
-  server's, would be undone with it);
+  still freed by reference counting; only a cycle among them is not collected
+  while frozen. When the last consumer stops they are unfrozen again (so a
+  test suite that starts a consumer per test does not pile up uncollectable
+  cycles), unless something else had frozen objects before (say a pre-fork
+  server): undoing that one is not ours to do;
 * raises the first-generation threshold to :data:`THRESHOLD` (never lowers it);
   when the last consumer stops, the threshold it found is put back, unless the
   application changed it meanwhile.
@@ -40,6 +42,8 @@ THRESHOLD = 50_000
 _holders = 0
 _found: tuple[int, int, int] | None = None
 _set: tuple[int, int, int] | None = None
+# Whether objects were frozen before ours: then the freeze is not ours to undo.
+_frozen_before = False
 
 
 class GcTuning:
@@ -54,13 +58,14 @@ class GcTuning:
 
     def apply(self) -> None:
         """Freeze startup objects and raise the threshold (if this is the first holder)."""
-        global _holders, _found, _set
+        global _holders, _found, _set, _frozen_before
         if self._held:
             return
         self._held = True
         _holders += 1
         if _holders > 1:
             return
+        _frozen_before = gc.get_freeze_count() > 0
         gc.collect()
         gc.freeze()
         found = gc.get_threshold()
@@ -77,7 +82,10 @@ class GcTuning:
         )
 
     def release(self) -> None:
-        """Put the threshold back if this was the last holder and nobody changed it since."""
+        """The last holder unfreezes (if the freeze was its own) and puts the threshold back.
+
+        The threshold only if nobody changed it since.
+        """
         global _holders, _found, _set
         if not self._held:
             return
@@ -85,6 +93,8 @@ class GcTuning:
         _holders -= 1
         if _holders:
             return
+        if not _frozen_before:
+            gc.unfreeze()
         if _found is not None and gc.get_threshold() == _set:
             gc.set_threshold(*_found)
         _found = _set = None

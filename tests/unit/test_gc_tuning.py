@@ -41,7 +41,7 @@ async def main():
 
 gc.set_threshold(900, 11, 12)
 asyncio.run(main())
-print(f"running={{seen[0]}} after={{gc.get_threshold()}}")
+print(f"running={{seen[0]}} after={{gc.get_threshold()}} frozen={{gc.get_freeze_count() > 0}}")
 """
 
 
@@ -59,12 +59,12 @@ def _run(options: str = "") -> str:
 
 def test_consumer_tunes_while_running_and_puts_the_threshold_back() -> None:
     """A running consumer has frozen startup objects and the larger threshold; stopped, not."""
-    assert _run() == f"running=({THRESHOLD}, True) after=(900, 11, 12)"
+    assert _run() == f"running=({THRESHOLD}, True) after=(900, 11, 12) frozen=False"
 
 
 def test_tune_gc_false_leaves_the_collector_alone() -> None:
     """With tune_gc=False nothing is frozen and the threshold stays."""
-    assert _run("tune_gc=False") == "running=(900, False) after=(900, 11, 12)"
+    assert _run("tune_gc=False") == "running=(900, False) after=(900, 11, 12) frozen=False"
 
 
 @pytest.fixture
@@ -90,6 +90,17 @@ def test_last_holder_puts_the_threshold_back() -> None:
     assert gc.get_threshold() == (THRESHOLD, 10, 10)
     second.release()
     assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0  # its own freeze is undone: cycles are collectable again
+
+
+@pytest.mark.usefixtures("collector")
+def test_a_freeze_made_before_is_kept() -> None:
+    """A pre-fork server's freeze is not the consumer's to undo."""
+    gc.freeze()
+    tuning = GcTuning()
+    tuning.apply()
+    tuning.release()
+    assert gc.get_freeze_count() > 0
 
 
 @pytest.mark.usefixtures("collector")
