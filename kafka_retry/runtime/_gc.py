@@ -10,8 +10,9 @@ went to that.
 
 While at least one consumer of the process runs, :class:`GcTuning` therefore
 
-* freezes what exists when the consumer is ready (``gc.collect()`` then
-  ``gc.freeze()``): full collections no longer traverse it. Frozen objects are
+* freezes what exists when the consumer is ready (``gc.freeze()``, with no
+  collection first: that would pause a large application, and a test suite
+  at every consumer it starts): full collections no longer traverse it. Frozen objects are
   still freed by reference counting; only a cycle among them is not collected
   while frozen. When the last consumer stops they are unfrozen again (so a
   test suite that starts a consumer per test does not pile up uncollectable
@@ -66,7 +67,6 @@ class GcTuning:
         if _holders > 1:
             return
         _frozen_before = gc.get_freeze_count() > 0
-        gc.collect()
         gc.freeze()
         found = gc.get_threshold()
         _found = found
