@@ -20,7 +20,7 @@ from typing import Any
 
 from kafka_retry.retry.base import Failure
 
-__all__ = ["Ticket"]
+__all__ = ["Ticket", "ride"]
 
 #: The ordinary hand-off of one failure: retried until stored, or cancelled.
 Resend = Callable[[Failure], Coroutine[Any, Any, None]]
@@ -68,3 +68,20 @@ class Ticket:
             return
         if not self.future.done():
             self.future.set_result(None)
+
+
+def ride(
+    tickets: dict[Any, Any], receipt: asyncio.Future[Any], failure: Failure, resend: Resend
+) -> asyncio.Future[None]:
+    """Put ``failure`` on the batch whose ``tickets`` and ``receipt`` these are; its future.
+
+    One ticket per source partition of the batch: a new one for a source not
+    seen yet, or whose ticket a stopped worker gave up (cancelled).
+    """
+    message = failure.message
+    source = (message.topic, message.partition)
+    ticket = tickets.get(source)
+    if ticket is None or ticket.future.done():
+        ticket = tickets[source] = Ticket(receipt, resend)
+    ticket.failures.append(failure)
+    return ticket.future

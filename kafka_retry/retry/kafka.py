@@ -16,7 +16,7 @@ from kafka_retry._observe import NullObserver, Observer
 from kafka_retry._transaction import TierTransaction
 from kafka_retry.message import Header, Message
 from kafka_retry.retry._batches import TOO_LARGE, BatchTooLarge, PartitionBatches, partition_for
-from kafka_retry.retry._tickets import Ticket
+from kafka_retry.retry._tickets import ride
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.runtime.builder import TierBuilder
 from kafka_retry.runtime.tier import Tier
@@ -193,12 +193,7 @@ class KafkaForwarder:
             tp = (topic, partition_for(message.key, message.partition, partitions))
             batch = self._batches.add(tp, message.key, message.value, timestamp, headers)
             if batch is not None:
-                source = (message.topic, message.partition)
-                ticket = batch.tickets.get(source)
-                if ticket is None or ticket.future.done():  # done: given up by a stopped worker
-                    ticket = batch.tickets[source] = Ticket(batch.receipt, self._resend)
-                ticket.failures.append(failure)
-                return ticket.future
+                return ride(batch.tickets, batch.receipt, failure, self._resend)
         return asyncio.ensure_future(self._resend(failure))
 
     def _route(

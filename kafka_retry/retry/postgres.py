@@ -64,7 +64,7 @@ from kafka_retry.retry._pg_rows import (
 )
 from kafka_retry.retry._pg_schema import migrate, template_names
 from kafka_retry.retry._pg_table import PgRows, RetryRows
-from kafka_retry.retry._tickets import Ticket
+from kafka_retry.retry._tickets import ride
 from kafka_retry.retry.base import BackendParts, Failure
 from kafka_retry.retry.table import RetryCounts, apply_migrations, counts, dead_lettered_count
 from kafka_retry.runtime.builder import TierBuilder
@@ -139,13 +139,7 @@ class PostgresStore:
             due_ms = failure.failed_at + round(self._intervals[failure.attempts - 1] * 1000)
             params = insert_params(failure, PENDING, due_ms, self._ordered)
         batch = self._commits.add(params)
-        message = failure.message
-        source = (message.topic, message.partition)
-        ticket = batch.tickets.get(source)
-        if ticket is None or ticket.future.done():  # done: given up by a stopped worker
-            ticket = batch.tickets[source] = Ticket(batch.receipt, self._resend)
-        ticket.failures.append(failure)
-        return ticket.future
+        return ride(batch.tickets, batch.receipt, failure, self._resend)
 
     def _resend(self, failure: Failure) -> Coroutine[Any, Any, None]:
         return self.dead_letter(failure) if failure.final else self.schedule(failure)
