@@ -212,6 +212,13 @@ def _storm_rows() -> list[Row]:
         Row(section, "hand-offs to retry1, acknowledged", scenario("storm-kafka"), "rate", "msg/s"),
         Row(
             section,
+            "bare aiokafka consume → send_batch with the same headers (the ceiling)",
+            scenario("storm-pipeline-kafka"),
+            "rate",
+            "msg/s",
+        ),
+        Row(
+            section,
             "hand-offs to the table, committed",
             scenario("storm-postgres"),
             "rate",
@@ -302,6 +309,16 @@ RATIOS: list[Ratio] = [
         "storm-kafka",
         "storm-success-kafka",
         0.5,
+    ),
+    Ratio(
+        "storm: bare consume → send_batch pipeline / success path (the in-process ceiling)",
+        "storm-pipeline-kafka",
+        "storm-success-kafka",
+    ),
+    Ratio(
+        "storm: hand-offs to retry topics / bare consume → send_batch pipeline",
+        "storm-kafka",
+        "storm-pipeline-kafka",
     ),
     Ratio(
         "storm: hand-offs to the retry table / success path (issue #18)",
