@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import BrokerResponseError, KafkaConnectionError, KafkaError
 
+from kafka_retry import _direct
 from kafka_retry._handshake import classify, diagnose
 from kafka_retry._tls import client_context
 from kafka_retry._topic_configs import (
@@ -238,8 +239,11 @@ class AIOKafkaTransport:
         )
 
     def consumer(self, config: Config, group_id: str, tier: str, reset: str) -> AIOKafkaConsumer:
+        # The main tier's records become Messages in the fetcher (see _direct).
+        direct = tier == "main" and _direct.install()
         return AIOKafkaConsumer(
             group_id=group_id,
+            value_deserializer=_direct.direct_messages if direct else None,
             client_id=f"{config.client_id}-{tier}",
             enable_auto_commit=False,
             auto_offset_reset=reset,

@@ -235,11 +235,15 @@ def plain_messages(
     """The Messages of one partition's records, in order: :func:`plain_message` in one loop.
 
     ``records`` are aiokafka ``ConsumerRecord``s of ``topic``; those with
-    headers are made by ``with_headers`` (which splits and decodes them).
+    headers are made by ``with_headers`` (which splits and decodes them). A
+    record that is a Message already (the main tier's fetcher builds them: see
+    :mod:`kafka_retry._direct`) is taken as it is.
     """
     plain = plain_message
     return [
-        plain(topic, partition, r.offset, r.key, r.value, r.timestamp, main_topic, attempt)
+        r
+        if r.__class__ is Message
+        else plain(topic, partition, r.offset, r.key, r.value, r.timestamp, main_topic, attempt)
         if not r.headers
         else with_headers(r)
         for r in records

@@ -9,6 +9,18 @@ from collections import deque
 from aiokafka import ConsumerRecord, TopicPartition
 
 
+def record_bytes(records: list[ConsumerRecord]) -> int:
+    """The bytes of the records' keys and values (a Message from the fetcher counts alike)."""
+    size = 0
+    for record in records:
+        key, value = record.key, record.value
+        if key is not None:
+            size += len(key)
+        if value is not None:
+            size += len(value)
+    return size
+
+
 class Slot:
     """An offset taken for handling whose outcome is not settled yet."""
 

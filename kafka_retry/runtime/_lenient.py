@@ -27,6 +27,7 @@ import aiokafka
 from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException
 
+from kafka_retry._direct import direct_messages
 from kafka_retry.runtime._v2batch import LenientBatch, iter_batches, parse_batch
 
 log = logging.getLogger("kafka_retry")
@@ -80,7 +81,9 @@ def _failed_batch(records: Any, error: UnicodeDecodeError) -> tuple[int, Lenient
     fetched = getattr(records._records, "fetched", None)
     if fetched is None:
         raise _DeclinedError("the fetched bytes were not kept")
-    if records._key_deserializer is not None or records._value_deserializer is not None:
+    # The main tier's marker (see kafka_retry._direct) is the identity: it never raises.
+    value_deserializer = records._value_deserializer
+    if records._key_deserializer is not None or value_deserializer not in (None, direct_messages):
         raise _DeclinedError("a deserializer may have raised it")
     wanted = bytes(error.object)
     for end, view in iter_batches(fetched, getattr(records, _MARK, 0)):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
+from kafka_retry.message import Message
 from kafka_retry.runtime._feed import Feed, Slot
 from kafka_retry.runtime.dispatch import Dispatcher
 
@@ -75,10 +76,13 @@ class PartitionWorker(Feed):
                     if self._closing:
                         break
                     offset = record.offset
-                    message = make_message(
-                        record.topic, partition, offset, record.key, record.value,
-                        record.headers, record.timestamp,
-                    )  # fmt: skip
+                    if record.__class__ is Message:  # built by the main tier's fetcher
+                        message = record
+                    else:
+                        message = make_message(
+                            record.topic, partition, offset, record.key, record.value,
+                            record.headers, record.timestamp,
+                        )  # fmt: skip
                     error = await invoke(message)
                     if error is not None:
                         if self._unsettled >= max_pending:

@@ -17,6 +17,7 @@ from kafka_retry._observe import NullObserver, Observer
 from kafka_retry._transaction import TierTransaction
 from kafka_retry.config import Config
 from kafka_retry.message import H_DUE_AT
+from kafka_retry.runtime._feed import record_bytes
 from kafka_retry.runtime._txcommit import commit_in_transaction as _commit_in_transaction
 from kafka_retry.runtime.batching import BatchPartitionWorker
 from kafka_retry.runtime.concurrent import ConcurrentPartitionWorker
@@ -266,8 +267,7 @@ class KafkaTier:
         # round-trip, so a partition pauses only with a second batch waiting too.
         if worker.buffered >= self._high_water and worker.waiting_batches > 1:
             self._pause(tp, state, _BACKPRESSURE)
-        # A null key or value counts -1: never below 0 for the batch.
-        size = max(0, sum(r.serialized_key_size + r.serialized_value_size for r in records))
+        size = record_bytes(records)
         state.sizes.append(size)
         self._buffered_bytes += size
         if self._buffered_bytes > self._config.max_buffered_bytes:
