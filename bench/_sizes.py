@@ -14,7 +14,7 @@ class Sizes:
     of both brokers near ten minutes.
     """
 
-    records: int = 200_000
+    records: int = 1_000_000
     faststream_seconds: float = 5.0
     faststream_ack_seconds: float = 3.0
     other_runs: int = 2
