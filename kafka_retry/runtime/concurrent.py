@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from kafka_retry.message import Message
 from kafka_retry.runtime._feed import Feed, Slot
 from kafka_retry.runtime.dispatch import Dispatcher
 
@@ -142,15 +143,18 @@ class ConcurrentPartitionWorker(Feed):
     async def _handle_one(self, record: ConsumerRecord, slot: Slot) -> None:
         try:
             dispatcher = self._dispatcher
-            message = dispatcher.message(
-                record.topic,
-                record.partition,
-                record.offset,
-                record.key,
-                record.value,
-                record.headers,
-                record.timestamp,
-            )
+            if record.__class__ is Message:  # built by the main tier's fetcher
+                message: Message = record
+            else:
+                message = dispatcher.message(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    record.headers,
+                    record.timestamp,
+                )
             error = await dispatcher.invoke(message)
             if error is not None:
                 await dispatcher.route(dispatcher.failure(message, error))
